@@ -1,0 +1,1 @@
+"""ONNX to TFLite conversion, quantization and validation, without TensorFlow (host side)."""

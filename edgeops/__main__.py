@@ -1,0 +1,5 @@
+"""``python -m edgeops`` runs the CLI."""
+
+from edgeops.cli import main
+
+main()

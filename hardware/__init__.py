@@ -1,0 +1,1 @@
+"""Board profiles, board detection and install assets (systemd unit, install script)."""
