@@ -20,7 +20,14 @@ ensure_venv() {
     if [ ! -x "$venv/bin/python" ]; then
         python=$(find_python)
         step "create $venv with $python"
-        "$python" -m venv "$venv"
+        if ! "$python" -m venv "$venv" 2>/dev/null; then
+            # Debian ships venv/ensurepip in a separate package.
+            rm -rf "$venv"
+            step "install python3-venv from apt"
+            as_root apt-get update -qq
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+            "$python" -m venv "$venv"
+        fi
         "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
     fi
 }
