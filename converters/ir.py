@@ -241,18 +241,18 @@ class Graph:
     def validate(self) -> None:
         """Raise :class:`ConversionError` if names dangle or the order is not topological."""
         available = set(self.inputs) | {n for n, t in self.tensors.items() if t.is_constant}
-        for name in itertools.chain(self.inputs, self.outputs):
-            if name not in self.tensors:
-                raise ConversionError(f"graph input/output {name!r} has no tensor")
+        for io_name in itertools.chain(self.inputs, self.outputs):
+            if io_name not in self.tensors:
+                raise ConversionError(f"graph input/output {io_name!r} has no tensor")
         for op in self.operators:
-            for name in op.inputs:
-                if name is None:
+            for in_name in op.inputs:
+                if in_name is None:
                     continue
-                if name not in self.tensors:
-                    raise ConversionError(f"{op.opcode} reads unknown tensor {name!r}")
-                if name not in available:
+                if in_name not in self.tensors:
+                    raise ConversionError(f"{op.opcode} reads unknown tensor {in_name!r}")
+                if in_name not in available:
                     raise ConversionError(
-                        f"{op.opcode} reads {name!r} before any operator writes it"
+                        f"{op.opcode} reads {in_name!r} before any operator writes it"
                     )
             for name in op.outputs:
                 if name not in self.tensors:
