@@ -28,6 +28,7 @@ they are caught and chained with ``raise ... from``.
     │   ├── ArchiveError
     │   ├── ProtocolError
     │   ├── ModelError
+    │   │   └── InferenceInputError
     │   └── ConversionError
     │       └── UnsupportedOpError
     ├── StateError
@@ -94,6 +95,14 @@ class ModelError(InputError):
     """A model file cannot be read, loaded or run."""
 
 
+class InferenceInputError(ModelError):
+    """Inference inputs do not match the model's input specs (name, shape, dtype or size).
+
+    Kept apart from other :class:`ModelError` cases because it is the caller's fault, not
+    the model's: it is answered with HTTP 400 and does not count against a model's health.
+    """
+
+
 class ConversionError(InputError):
     """A model cannot be converted; the message names the node and the reason."""
 
@@ -127,6 +136,7 @@ __all__ = [
     "DigestMismatchError",
     "EdgeopsError",
     "ExpiredError",
+    "InferenceInputError",
     "InputError",
     "ModelError",
     "ProtocolError",
