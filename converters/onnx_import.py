@@ -1,0 +1,252 @@
+"""Reading an ONNX model into :class:`OnnxGraph`, the form the import passes rewrite.
+
+:class:`OnnxGraph` is deliberately plain: nodes with a dict of attributes, constants as numpy
+arrays (initializers and ``Constant`` nodes both land there), and a shape and dtype per value
+once :func:`edgeops.converters.passes.shapes.infer_shapes` has run. Passes in
+``edgeops.converters.passes`` are functions ``OnnxGraph -> OnnxGraph``;
+:meth:`OnnxGraph.to_proto` goes back to an ``onnx.ModelProto`` for ONNX shape inference
+and for running the graph in onnxruntime.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edgeops.errors import ConversionError, ModelError
+
+#: Largest ONNX file accepted (protobuf itself stops at 2 GB).
+MAX_ONNX_BYTES = 2 * 1024**3 - 1
+
+
+@dataclass
+class Node:
+    """One ONNX node; ``inputs`` keeps ``""`` for an omitted optional input."""
+
+    op_type: str
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    domain: str = ""
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        """The attribute ``key`` (strings decoded), or ``default``."""
+        value = self.attrs.get(key, default)
+        if isinstance(value, bytes):
+            return value.decode("utf-8")
+        return value
+
+
+@dataclass
+class OnnxGraph:
+    """An ONNX graph as plain data: nodes in topological order, constants, shapes, dtypes."""
+
+    nodes: list[Node]
+    constants: dict[str, npt.NDArray[Any]]
+    inputs: list[str]
+    outputs: list[str]
+    shapes: dict[str, tuple[int | str | None, ...] | None]
+    dtypes: dict[str, np.dtype[Any]]
+    opset: int
+    ir_version: int = 8
+
+    def copy(self) -> OnnxGraph:
+        """A copy whose node list and dicts can be changed without touching this one."""
+        return OnnxGraph(
+            nodes=[copy.copy(n) for n in self.nodes],
+            constants=dict(self.constants),
+            inputs=list(self.inputs),
+            outputs=list(self.outputs),
+            shapes=dict(self.shapes),
+            dtypes=dict(self.dtypes),
+            opset=self.opset,
+            ir_version=self.ir_version,
+        )
+
+    def static_shape(self, name: str) -> tuple[int, ...] | None:
+        """The shape of ``name`` if every dimension is a known integer, else None."""
+        if name in self.constants:
+            return tuple(self.constants[name].shape)
+        shape = self.shapes.get(name)
+        if shape is None or not all(isinstance(d, int) and d >= 0 for d in shape):
+            return None
+        return tuple(int(d) for d in shape if isinstance(d, int))
+
+    def producers(self) -> dict[str, Node]:
+        """Map from value name to the node that produces it."""
+        return {out: node for node in self.nodes for out in node.outputs if out}
+
+    def consumers(self) -> dict[str, list[Node]]:
+        """Map from value name to the nodes that read it."""
+        result: dict[str, list[Node]] = {}
+        for node in self.nodes:
+            for name in node.inputs:
+                if name:
+                    result.setdefault(name, []).append(node)
+        return result
+
+    def to_proto(self, *, keep_shapes: bool = True) -> Any:
+        """This graph as an ``onnx.ModelProto`` (inputs typed, constants as initializers)."""
+        from onnx import helper, numpy_helper
+
+        def value_info(name: str) -> Any:
+            dtype = self.dtypes.get(name, np.dtype(np.float32))
+            shape = self.shapes.get(name)
+            elem = helper.np_dtype_to_tensor_dtype(dtype)
+            if shape is None or not keep_shapes:
+                return helper.make_tensor_value_info(name, elem, None)
+            return helper.make_tensor_value_info(name, elem, list(shape))
+
+        nodes = [
+            helper.make_node(
+                n.op_type, n.inputs, n.outputs, name=n.name, domain=n.domain or None, **n.attrs
+            )
+            for n in self.nodes
+        ]
+        initializers = [numpy_helper.from_array(v, name=k) for k, v in self.constants.items()]
+        graph = helper.make_graph(
+            nodes,
+            "edgeops",
+            [value_info(n) for n in self.inputs],
+            [value_info(n) for n in self.outputs],
+            initializer=initializers,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
+        model.ir_version = max(self.ir_version, 7)
+        return model
+
+
+def _shape_of(type_proto: Any) -> tuple[int | str | None, ...] | None:
+    tensor_type = type_proto.tensor_type
+    if not tensor_type.HasField("shape"):
+        return None
+    dims: list[int | str | None] = []
+    for dim in tensor_type.shape.dim:
+        if dim.HasField("dim_value"):
+            dims.append(int(dim.dim_value))
+        elif dim.HasField("dim_param"):
+            dims.append(dim.dim_param)
+        else:
+            dims.append(None)
+    return tuple(dims)
+
+
+def record_value_infos(graph: OnnxGraph, proto_graph: Any) -> None:
+    """Copy shapes and dtypes from a proto's inputs, outputs and value_info into ``graph``."""
+    from onnx import helper
+
+    for info in [*proto_graph.input, *proto_graph.output, *proto_graph.value_info]:
+        if not info.type.HasField("tensor_type"):
+            continue
+        elem = info.type.tensor_type.elem_type
+        if elem:
+            graph.dtypes[info.name] = np.dtype(helper.tensor_dtype_to_np_dtype(elem))
+        shape = _shape_of(info.type)
+        if shape is not None:
+            graph.shapes[info.name] = shape
+
+
+def from_proto(model: Any) -> OnnxGraph:
+    """Build an :class:`OnnxGraph` from an ``onnx.ModelProto``.
+
+    ``Constant`` nodes become constants; nodes of other domains than the default ONNX one
+    are refused (:class:`~edgeops.errors.UnsupportedOpError` names them at lowering).
+    """
+    from onnx import helper, numpy_helper
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None:
+        raise ConversionError("the ONNX model does not import the default operator set")
+    constants: dict[str, npt.NDArray[Any]] = {
+        init.name: numpy_helper.to_array(init) for init in model.graph.initializer
+    }
+    nodes: list[Node] = []
+    for index, proto in enumerate(model.graph.node):
+        name = proto.name or f"{proto.op_type}_{index}"
+        attrs = {a.name: helper.get_attribute_value(a) for a in proto.attribute}
+        if proto.op_type == "Constant" and proto.domain in ("", "ai.onnx"):
+            constants[proto.output[0]] = _constant_value(proto, attrs)
+            continue
+        nodes.append(
+            Node(
+                proto.op_type,
+                name,
+                list(proto.input),
+                list(proto.output),
+                attrs,
+                proto.domain if proto.domain != "ai.onnx" else "",
+            )
+        )
+    graph = OnnxGraph(
+        nodes=nodes,
+        constants=constants,
+        inputs=[i.name for i in model.graph.input if i.name not in constants],
+        outputs=[o.name for o in model.graph.output],
+        shapes={},
+        dtypes={},
+        opset=int(opset),
+        ir_version=int(model.ir_version),
+    )
+    record_value_infos(graph, model.graph)
+    for name, value in constants.items():
+        graph.shapes[name] = tuple(int(d) for d in value.shape)
+        graph.dtypes[name] = value.dtype
+    return graph
+
+
+def _constant_value(proto: Any, attrs: dict[str, Any]) -> npt.NDArray[Any]:
+    from onnx import numpy_helper
+
+    if "value" in attrs:
+        return np.asarray(numpy_helper.to_array(attrs["value"]))
+    scalar_kinds = {
+        "value_float": np.float32,
+        "value_int": np.int64,
+        "value_floats": np.float32,
+        "value_ints": np.int64,
+    }
+    for key, dtype in scalar_kinds.items():
+        if key in attrs:
+            return np.asarray(attrs[key], dtype=dtype)
+    raise ConversionError(
+        f"Constant node {proto.name!r} uses an attribute the converter does not read: "
+        f"{sorted(attrs)}"
+    )
+
+
+def load_onnx(source: str | os.PathLike[str] | bytes) -> OnnxGraph:
+    """Read an ONNX model file (or its bytes) into an :class:`OnnxGraph`.
+
+    Raises :class:`~edgeops.errors.ModelError` when the file is missing, too large or not a
+    valid ONNX model.
+    """
+    import onnx
+
+    if isinstance(source, bytes):
+        data = source
+    else:
+        path = Path(source)
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise ModelError(f"cannot read ONNX model {path}: {exc.strerror}") from exc
+        if size > MAX_ONNX_BYTES:
+            raise ModelError(f"expected an ONNX file under 2 GB, got {size} bytes")
+        data = path.read_bytes()
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise ModelError(f"not a valid ONNX model: {exc}") from exc
+    if not model.graph.node:
+        raise ModelError("the ONNX model has no nodes")
+    return from_proto(model)
+
+
+__all__ = ["MAX_ONNX_BYTES", "Node", "OnnxGraph", "from_proto", "load_onnx", "record_value_infos"]

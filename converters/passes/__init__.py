@@ -1,0 +1,48 @@
+"""ONNX import passes: small functions ``OnnxGraph -> OnnxGraph`` run before lowering.
+
+Order used by :func:`edgeops.converters.pipeline.convert` (:func:`import_passes`):
+fix input shapes → shape inference → fold constants and shape subgraphs → fold
+BatchNormalization into the convolution before it → remove identities → remove dead nodes
+→ shape inference again (every value must have a static shape for lowering).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from edgeops.converters.onnx_import import OnnxGraph
+from edgeops.converters.passes.batchnorm import fold_batchnorm
+from edgeops.converters.passes.cleanup import remove_dead_nodes, remove_identities
+from edgeops.converters.passes.fold import fold_constants
+from edgeops.converters.passes.shapes import (
+    fix_input_shapes,
+    infer_shapes,
+    require_static_shapes,
+)
+
+
+def import_passes(
+    graph: OnnxGraph, input_shapes: Mapping[str, Sequence[int]] | None = None
+) -> OnnxGraph:
+    """Run every import pass in order; the result has a static shape for every value."""
+    graph = fix_input_shapes(graph, input_shapes or {})
+    graph = infer_shapes(graph)
+    graph = fold_constants(graph)
+    graph = fold_batchnorm(graph)
+    graph = remove_identities(graph)
+    graph = remove_dead_nodes(graph)
+    graph = infer_shapes(graph)
+    require_static_shapes(graph)
+    return graph
+
+
+__all__ = [
+    "fix_input_shapes",
+    "fold_batchnorm",
+    "fold_constants",
+    "import_passes",
+    "infer_shapes",
+    "remove_dead_nodes",
+    "remove_identities",
+    "require_static_shapes",
+]
