@@ -1,0 +1,112 @@
+"""Layout: how each ONNX value is laid out in its TFLite tensor, and the algebra of changing it.
+
+ONNX image models are NCHW; TFLite's convolutions, pools and resizes are NHWC. Instead of
+wrapping each such op in a pair of transposes, every ONNX value carries a *permutation*
+``perm`` with ``tflite_tensor = numpy.transpose(onnx_value, perm)``:
+
+* image inputs (4-D float inputs) enter as NHWC, ``perm = (0, 2, 3, 1)``; other inputs keep
+  their layout (the identity permutation) — ``[N, T]`` audio, ``[N, F]`` tabular, 3-D
+  sequences;
+* layout-indifferent ops (element-wise arithmetic, activations) keep the perm of their input;
+* axis-aware ops (Concat, Split, Slice, Reduce*, Softmax, Gather, Pad, Squeeze, Unsqueeze)
+  keep it too and remap their axes through it (:func:`tflite_axis`);
+* ``Transpose`` emits nothing: it composes its permutation into the perm of its output;
+* ops that need a particular layout (Conv/Pool/Resize: NHWC; Reshape/Flatten/MatMul: the
+  ONNX order) ask for it, and the lowering inserts one TRANSPOSE at that point — or a
+  RESHAPE, or nothing, when the two layouts have the same memory order
+  (:func:`same_memory_order`, e.g. NCHW and NHWC of a ``1×C×1×1`` tensor);
+* model outputs are always returned in the ONNX layout and shape, so a report can compare
+  them with onnxruntime element by element. This includes 4-D image outputs (a segmentation
+  mask comes back NCHW, at the price of one TRANSPOSE at the end).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+Perm = tuple[int, ...]
+
+#: NCHW → NHWC: TFLite dim k holds ONNX dim NHWC[k].
+NHWC: Perm = (0, 2, 3, 1)
+
+
+def identity(rank: int) -> Perm:
+    """The permutation that leaves a rank-``rank`` tensor as it is."""
+    return tuple(range(rank))
+
+
+def channels_last(rank: int) -> Perm:
+    """N, spatial..., C for an ONNX N, C, spatial... tensor of any rank ≥ 3."""
+    return (0, *range(2, rank), 1)
+
+
+def tflite_shape(onnx_shape: Sequence[int], perm: Perm) -> tuple[int, ...]:
+    """The TFLite tensor shape of an ONNX value of ``onnx_shape`` laid out by ``perm``."""
+    return tuple(int(onnx_shape[a]) for a in perm)
+
+
+def tflite_axis(onnx_axis: int, perm: Perm) -> int:
+    """Where ONNX axis ``onnx_axis`` (negative allowed) lives in the TFLite tensor."""
+    rank = len(perm)
+    axis = onnx_axis + rank if onnx_axis < 0 else onnx_axis
+    return perm.index(axis)
+
+
+def relative(current: Perm, wanted: Perm) -> Perm:
+    """The TRANSPOSE permutation turning a tensor laid out by ``current`` into ``wanted``."""
+    return tuple(current.index(a) for a in wanted)
+
+
+def same_memory_order(onnx_shape: Sequence[int], a: Perm, b: Perm) -> bool:
+    """True when layouts ``a`` and ``b`` store the elements in the same order.
+
+    That holds when the dimensions larger than 1 appear in the same order in both; moving
+    size-1 dimensions around is then a RESHAPE, not a TRANSPOSE.
+    """
+    big_a = [axis for axis in a if onnx_shape[axis] != 1]
+    big_b = [axis for axis in b if onnx_shape[axis] != 1]
+    return big_a == big_b
+
+
+def drop_axes(perm: Perm, removed: Sequence[int]) -> Perm:
+    """The perm of a value after the ONNX axes ``removed`` are reduced away (renumbered)."""
+    gone = sorted(removed)
+    return tuple(a - sum(1 for r in gone if r < a) for a in perm if a not in gone)
+
+
+def insert_axes(perm: Perm, inserted: Sequence[int]) -> Perm:
+    """The perm after size-1 ONNX axes are inserted at output positions ``inserted``.
+
+    Existing axes keep their relative TFLite order; the new axes go last in TFLite order
+    (size 1, so where they sit does not change the memory order).
+    """
+    new_rank = len(perm) + len(inserted)
+    kept = [a for a in range(new_rank) if a not in set(inserted)]
+    return tuple(kept[a] for a in perm) + tuple(sorted(inserted))
+
+
+def compose_transpose(perm_in: Perm, onnx_perm: Sequence[int]) -> Perm:
+    """The layout of ``Transpose(x, onnx_perm)`` that makes the transpose free.
+
+    With ``y = transpose(x, q)`` and ``x`` laid out by ``p``, laying ``y`` out by
+    ``q⁻¹ ∘ p`` gives the TFLite tensor of ``y`` the same data as that of ``x``.
+    """
+    inverse = [0] * len(onnx_perm)
+    for position, axis in enumerate(onnx_perm):
+        inverse[axis] = position
+    return tuple(inverse[a] for a in perm_in)
+
+
+__all__ = [
+    "NHWC",
+    "Perm",
+    "channels_last",
+    "compose_transpose",
+    "drop_axes",
+    "identity",
+    "insert_axes",
+    "relative",
+    "same_memory_order",
+    "tflite_axis",
+    "tflite_shape",
+]

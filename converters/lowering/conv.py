@@ -1,0 +1,239 @@
+"""Conv (plain, depthwise, grouped; 1-D and 2-D) and ConvTranspose.
+
+TFLite filters are OHWI for CONV_2D and TRANSPOSE_CONV and ``1 x H x W x (I*M)`` for
+DEPTHWISE_CONV_2D; ONNX weights are ``O x I/group x kH x kW``. A grouped convolution that
+is neither plain nor depthwise becomes SPLIT + one CONV_2D per group + CONCATENATION:
+CONV_2D's own grouped mode (version 6) is not implemented by every kernel of
+tflite-runtime 2.14, so it is not relied on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edgeops.converters import layout
+from edgeops.converters.lowering.context import Lowering, register
+from edgeops.converters.lowering.padding import choose_padding, onnx_pads
+from edgeops.converters.onnx_import import Node
+
+
+def _as_2d(ctx: Lowering, node: Node) -> tuple[str, tuple[int, ...], bool]:
+    """The input as an NHWC 4-D tensor; 1-D convs get a unit height."""
+    x = node.inputs[0]
+    shape = ctx.shape(x)
+    if len(shape) == 4:
+        return ctx.tensor(x, layout.NHWC), shape, False
+    if len(shape) == 3:
+        nlc = ctx.tensor(x, (0, 2, 1))
+        n, c, length = shape
+        out = ctx.temp(f"{x}/as_2d", (n, 1, length, c), ctx.dtype(x))
+        ctx.add(
+            "RESHAPE",
+            [nlc, ctx.int32("shape", (n, 1, length, c))],
+            [out],
+            {"newShape": [n, 1, length, c]},
+        )
+        return out, (n, c, 1, length), True
+    return ctx.unsupported(f"only 1-D and 2-D convolutions are lowered, got rank {len(shape)}")
+
+
+def _finish(ctx: Lowering, node: Node, result: str, one_d: bool) -> None:
+    """Declare the node output from a 4-D NHWC result."""
+    name = node.outputs[0]
+    if not one_d:
+        ctx.alias(name, result, layout.NHWC)
+        ctx.graph.tensors[result].shape = layout.tflite_shape(ctx.shape(name), layout.NHWC)
+        return
+    out = ctx.output(name, (0, 2, 1))
+    shape = list(ctx.graph.tensors[out].shape)
+    ctx.add("RESHAPE", [result, ctx.int32("shape", shape)], [out], {"newShape": shape})
+
+
+def _kernel_attrs(
+    node: Node, kernel: tuple[int, ...], one_d: bool
+) -> tuple[list[int], list[int], list[int]]:
+    strides = list(node.attr("strides", [1] * (1 if one_d else 2)))
+    dilations = list(node.attr("dilations", [1] * (1 if one_d else 2)))
+    if one_d:
+        strides, dilations = [1, *strides], [1, *dilations]
+    return list(kernel), strides, dilations
+
+
+@register("Conv")
+def lower_conv(ctx: Lowering, node: Node) -> None:
+    """Conv → CONV_2D, DEPTHWISE_CONV_2D or SPLIT/CONV_2D/CONCATENATION."""
+    weight = ctx.require_const(node.inputs[1], "the weight").astype(np.float32)
+    if weight.ndim == 3:
+        weight = weight[:, :, None, :]
+    out_channels = weight.shape[0]
+    bias_name = node.inputs[2] if len(node.inputs) > 2 else ""
+    bias = (
+        ctx.require_const(bias_name, "the bias").astype(np.float32)
+        if bias_name
+        else np.zeros(out_channels, np.float32)
+    )
+    x, in_shape, one_d = _as_2d(ctx, node)
+    group = int(node.attr("group", 1))
+    in_channels = in_shape[1]
+    kernel, strides, dilations = _kernel_attrs(node, weight.shape[2:], one_d)
+    spatial = list(in_shape[2:])
+    pads = onnx_pads(
+        ctx,
+        node,
+        spatial=spatial[1:] if one_d else spatial,
+        kernel=kernel[1:] if one_d else kernel,
+        strides=strides[1:] if one_d else strides,
+        dilations=dilations[1:] if one_d else dilations,
+    )
+    if one_d:
+        pads = [(0, 0), *pads]
+    x, padding = choose_padding(
+        ctx, x, spatial=spatial, kernel=kernel, strides=strides, dilations=dilations, pads=pads
+    )
+    options: dict[str, Any] = {
+        "padding": padding,
+        "strideH": strides[0],
+        "strideW": strides[1],
+        "dilationHFactor": dilations[0],
+        "dilationWFactor": dilations[1],
+        "fusedActivationFunction": "NONE",
+    }
+    out_nchw = ctx.shape(node.outputs[0])
+    out_shape = (
+        (out_nchw[0], 1, out_nchw[2], out_nchw[1])
+        if one_d
+        else layout.tflite_shape(out_nchw, layout.NHWC)
+    )
+    result = ctx.temp(node.outputs[0], out_shape, np.float32)
+    if group == 1:
+        filt = ctx.constant(f"{node.name}/filter", weight.transpose(0, 2, 3, 1))
+        b = ctx.constant(f"{node.name}/bias", bias)
+        ctx.add("CONV_2D", [x, filt, b], [result], options)
+    elif group == in_channels and weight.shape[1] == 1:
+        multiplier = out_channels // in_channels
+        filt = ctx.constant(f"{node.name}/filter", weight.transpose(1, 2, 3, 0))
+        b = ctx.constant(f"{node.name}/bias", bias)
+        ctx.add(
+            "DEPTHWISE_CONV_2D", [x, filt, b], [result], {**options, "depthMultiplier": multiplier}
+        )
+    else:
+        _grouped(
+            ctx, node, x=x, weight=weight, bias=bias, group=group, options=options, result=result
+        )
+    _finish(ctx, node, result, one_d)
+
+
+def _grouped(
+    ctx: Lowering,
+    node: Node,
+    *,
+    x: str,
+    weight: npt.NDArray[np.float32],
+    bias: npt.NDArray[np.float32],
+    group: int,
+    options: dict[str, Any],
+    result: str,
+) -> None:
+    src = ctx.graph.tensors[x]
+    n, h, w, c = src.shape
+    if c % group or weight.shape[0] % group:
+        ctx.unsupported(f"group={group} does not divide the channels")
+    parts = [ctx.temp(f"{x}/group{g}", (n, h, w, c // group), src.dtype) for g in range(group)]
+    ctx.add("SPLIT", [ctx.int32("axis", 3), x], parts, {"numSplits": group})
+    out_shape = ctx.graph.tensors[result].shape
+    per_group = weight.shape[0] // group
+    outs = []
+    for g, part in enumerate(parts):
+        w_g = weight[g * per_group : (g + 1) * per_group]
+        filt = ctx.constant(f"{node.name}/filter{g}", w_g.transpose(0, 2, 3, 1))
+        b = ctx.constant(f"{node.name}/bias{g}", bias[g * per_group : (g + 1) * per_group])
+        out = ctx.temp(f"{node.outputs[0]}/group{g}", (*out_shape[:3], per_group), np.float32)
+        ctx.add("CONV_2D", [part, filt, b], [out], dict(options))
+        outs.append(out)
+    ctx.add("CONCATENATION", outs, [result], {"axis": 3, "fusedActivationFunction": "NONE"})
+
+
+@register("ConvTranspose")
+def lower_conv_transpose(ctx: Lowering, node: Node) -> None:
+    """ConvTranspose → TRANSPOSE_CONV (VALID), then crop/pad to the ONNX output and add bias."""
+    weight = ctx.require_const(node.inputs[1], "the weight").astype(np.float32)
+    if weight.ndim != 4:
+        ctx.unsupported("only 2-D transposed convolutions are lowered")
+    if int(node.attr("group", 1)) != 1:
+        ctx.unsupported("grouped ConvTranspose")
+    if any(d != 1 for d in node.attr("dilations", [1, 1])):
+        ctx.unsupported("dilated ConvTranspose (TFLite TRANSPOSE_CONV has no dilation)")
+    if node.attr("output_shape") is not None:
+        ctx.unsupported("the output_shape attribute (give pads instead)")
+    auto_pad = node.attr("auto_pad", "NOTSET")
+    if auto_pad not in ("NOTSET", "VALID"):
+        ctx.unsupported(f"auto_pad={auto_pad}")
+    x = ctx.tensor(node.inputs[0], layout.NHWC)
+    n, h, w, _ = ctx.graph.tensors[x].shape
+    kh, kw = weight.shape[2:]
+    sh, sw = node.attr("strides", [1, 1])
+    pads = node.attr("pads", [0, 0, 0, 0]) if auto_pad == "NOTSET" else [0, 0, 0, 0]
+    out_pad = node.attr("output_padding", [0, 0])
+    out_channels = weight.shape[1]
+    full = (n, sh * (h - 1) + kh, sw * (w - 1) + kw, out_channels)
+    filt = ctx.constant(f"{node.name}/filter", weight.transpose(1, 2, 3, 0))
+    bias_name = node.inputs[2] if len(node.inputs) > 2 else ""
+    bias = ctx.require_const(bias_name, "the bias").astype(np.float32) if bias_name else None
+    target = layout.tflite_shape(ctx.shape(node.outputs[0]), layout.NHWC)
+    options = {"padding": "VALID", "strideH": sh, "strideW": sw}
+    simple = list(pads) == [0, 0, 0, 0] and list(out_pad) == [0, 0]
+    conv_out = ctx.temp(f"{node.outputs[0]}/full", full, np.float32)
+    ctx.add(
+        "TRANSPOSE_CONV",
+        [
+            ctx.int32("output_shape", full),
+            filt,
+            x,
+            ctx.constant(f"{node.name}/bias", bias) if simple and bias is not None else None,
+        ],
+        [conv_out],
+        options,
+    )
+    current = conv_out
+    if not simple:
+        top, left, bottom, right = pads
+        end_h, end_w = full[1] - bottom, full[2] - right
+        crop_shape = (n, min(end_h, full[1]) - top, min(end_w, full[2]) - left, out_channels)
+        cropped = ctx.temp(f"{node.outputs[0]}/cropped", crop_shape, np.float32)
+        ctx.add(
+            "STRIDED_SLICE",
+            [
+                current,
+                ctx.int32("begin", [0, top, left, 0]),
+                ctx.int32("end", [n, min(end_h, full[1]), min(end_w, full[2]), out_channels]),
+                ctx.int32("strides", [1, 1, 1, 1]),
+            ],
+            [cropped],
+            {},
+        )
+        current = cropped
+        extra_h, extra_w = target[1] - crop_shape[1], target[2] - crop_shape[2]
+        if extra_h or extra_w:
+            padded = ctx.temp(f"{node.outputs[0]}/out_pad", target, np.float32)
+            ctx.add(
+                "PAD",
+                [current, ctx.int32("paddings", [[0, 0], [0, extra_h], [0, extra_w], [0, 0]])],
+                [padded],
+            )
+            current = padded
+        if bias is not None:
+            biased = ctx.temp(f"{node.outputs[0]}/biased", target, np.float32)
+            ctx.add(
+                "ADD",
+                [current, ctx.constant(f"{node.name}/bias", bias)],
+                [biased],
+                {"fusedActivationFunction": "NONE"},
+            )
+            current = biased
+    ctx.alias(node.outputs[0], current, layout.NHWC)
+
+
+__all__ = ["lower_conv", "lower_conv_transpose"]
