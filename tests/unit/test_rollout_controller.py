@@ -349,3 +349,23 @@ def test_restore_rejects_damaged_state():
     del saved["devices"]["dev-001"]
     with pytest.raises(StateError):
         RolloutController.from_dict(saved)
+
+
+def test_controller_survives_a_round_trip_through_the_registry():
+    from edgeops.fleet.registry import SqliteStore
+    from edgeops.fleet.rollout.persist import from_record, to_record
+
+    ctl = make(10)
+    sent = installs(ctl.step(now=0.0))
+    now = run_wave(ctl, 0.0, sent)
+    store = SqliteStore(":memory:")
+    try:
+        store.save_rollout(to_record(ctl, group="lab", now=now))
+        record = store.get_rollout("r1")
+        assert record is not None
+        assert record.waves[0].counts["committed"] == 1
+        assert record.device_phases["dev-001"] == "sent"
+        restored = from_record(record)
+        assert restored.to_dict() == ctl.to_dict()
+    finally:
+        store.close()
