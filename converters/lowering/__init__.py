@@ -52,7 +52,8 @@ def lower(source: OnnxGraph, *, nhwc_inputs: bool = True) -> Graph:
         if ctx.const(name) is not None:
             # A constant model output still needs an operator to produce it.
             tensor_name = _copy(ctx, tensor_name, name)
-        ctx.graph.outputs.append(_rename(ctx.graph, tensor_name, name))
+        final = _rename(ctx.graph, tensor_name, name)
+        ctx.graph.outputs.append(final)
     ctx.graph.remove_unused()
     ctx.graph.validate()
     return ctx.graph

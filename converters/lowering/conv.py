@@ -199,16 +199,18 @@ def lower_conv_transpose(ctx: Lowering, node: Node) -> None:
     )
     current = conv_out
     if not simple:
-        top, left, bottom, right = pads
-        end_h, end_w = full[1] - bottom, full[2] - right
-        crop_shape = (n, min(end_h, full[1]) - top, min(end_w, full[2]) - left, out_channels)
+        # ONNX keeps rows [top, top + out_h) of the full result (output_padding extends the
+        # window past the end pad); rows past the full result are zero before the bias.
+        top, left = pads[0], pads[1]
+        end_h, end_w = min(top + target[1], full[1]), min(left + target[2], full[2])
+        crop_shape = (n, end_h - top, end_w - left, out_channels)
         cropped = ctx.temp(f"{node.outputs[0]}/cropped", crop_shape, np.float32)
         ctx.add(
             "STRIDED_SLICE",
             [
                 current,
                 ctx.int32("begin", [0, top, left, 0]),
-                ctx.int32("end", [n, min(end_h, full[1]), min(end_w, full[2]), out_channels]),
+                ctx.int32("end", [n, end_h, end_w, out_channels]),
                 ctx.int32("strides", [1, 1, 1, 1]),
             ],
             [cropped],

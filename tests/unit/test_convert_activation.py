@@ -1,0 +1,80 @@
+"""Conformance: Relu, Clip, LeakyRelu, PRelu, Sigmoid, HardSigmoid, HardSwish, Tanh, Softmax."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from convert_helpers import check_model, check_op, make_model
+from onnx import helper
+
+SHAPES = [[1, 3, 6, 5], [2, 7], [1, 4, 9]]
+
+
+@pytest.mark.parametrize("op", ["Relu", "Sigmoid", "Tanh", "HardSwish"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_simple_activations(op: str, shape: list[int]) -> None:
+    check_op(op, {"x": shape})
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "opcode"),
+    [
+        (0.0, 6.0, "RELU6"),
+        (-1.0, 1.0, "RELU_N1_TO_1"),
+        (-0.5, 0.7, "MINIMUM"),
+        (0.2, None, "MAXIMUM"),
+    ],
+)
+def test_clip(low: float, high: float | None, opcode: str) -> None:
+    constants = {"lo": np.asarray(low, np.float32)}
+    order = ["x", "lo"]
+    if high is not None:
+        constants["hi"] = np.asarray(high, np.float32)
+        order.append("hi")
+    comparison = check_op("Clip", {"x": [1, 3, 4, 4]}, constants=constants, input_order=order)
+    assert comparison.count(opcode) == 1
+
+
+def test_clip_opset6_attributes() -> None:
+    comparison = check_op("Clip", {"x": [2, 5]}, attrs={"min": 0.0, "max": 6.0}, opset=6)
+    assert comparison.count("RELU6") == 1
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.2])
+def test_leaky_relu(alpha: float) -> None:
+    check_op("LeakyRelu", {"x": [1, 3, 5, 5]}, attrs={"alpha": alpha})
+
+
+@pytest.mark.parametrize("slope_shape", [[3, 1, 1], [1], [1, 3, 1, 1]])
+def test_prelu(slope_shape: list[int]) -> None:
+    slope = np.random.default_rng(1).uniform(0, 0.5, slope_shape).astype(np.float32)
+    check_op("PRelu", {"x": [1, 3, 4, 5]}, constants={"slope": slope})
+
+
+@pytest.mark.parametrize(("alpha", "beta"), [(0.2, 0.5), (1 / 6, 0.5)])
+def test_hard_sigmoid(alpha: float, beta: float) -> None:
+    check_op("HardSigmoid", {"x": [1, 2, 4, 4]}, attrs={"alpha": alpha, "beta": beta})
+
+
+@pytest.mark.parametrize(
+    ("shape", "axis"), [([2, 10], -1), ([1, 3, 4, 5], 1), ([1, 3, 4, 5], 3), ([2, 4, 6], 1)]
+)
+def test_softmax(shape: list[int], axis: int) -> None:
+    check_op("Softmax", {"x": shape}, attrs={"axis": axis})
+
+
+def test_softmax_opset11_coerces_to_2d() -> None:
+    check_op("Softmax", {"x": [2, 3, 4]}, attrs={"axis": 1}, opset=11)
+
+
+def test_conv_relu_fuses_into_one_op() -> None:
+    w = np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["y"]),
+    ]
+    model = make_model(nodes, {"x": [1, 3, 8, 8]}, ["y"], {"w": w})
+    comparison = check_model(model, {"x": [1, 3, 8, 8]})
+    assert comparison.count("RELU") == 0
+    conv = next(op for op in comparison.result.graph.operators if op.opcode == "CONV_2D")
+    assert conv.options["fusedActivationFunction"] == "RELU"

@@ -1,0 +1,88 @@
+"""Conformance: Conv (plain, padded, strided, dilated, depthwise, grouped, 1-D), ConvTranspose."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from convert_helpers import check_op
+
+RNG = np.random.default_rng(42)
+
+
+def _w(*shape: int) -> np.ndarray:
+    return RNG.normal(0, 0.5, size=shape).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("size", "kernel", "attrs"),
+    [
+        (8, 3, {"pads": [1, 1, 1, 1]}),
+        (8, 3, {}),
+        (9, 3, {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
+        (8, 3, {"strides": [2, 2], "pads": [1, 1, 1, 1]}),  # asymmetric in TFLite terms
+        (8, 5, {"pads": [2, 1, 0, 2]}),
+        (10, 3, {"dilations": [2, 2], "pads": [2, 2, 2, 2]}),
+        (7, 1, {}),
+        (8, 3, {"auto_pad": "SAME_UPPER"}),
+        (8, 4, {"auto_pad": "SAME_LOWER", "strides": [2, 2]}),
+        (8, 2, {"auto_pad": "VALID", "strides": [2, 1]}),
+    ],
+)
+def test_conv2d(size: int, kernel: int, attrs: dict) -> None:
+    comparison = check_op(
+        "Conv",
+        {"x": [1, 3, size, size + 1]},
+        attrs=attrs,
+        constants={"w": _w(4, 3, kernel, kernel), "b": _w(4)},
+    )
+    assert comparison.count("CONV_2D") == 1
+
+
+def test_conv_without_bias() -> None:
+    check_op("Conv", {"x": [2, 2, 6, 6]}, constants={"w": _w(3, 2, 3, 3)}, attrs={"pads": [1] * 4})
+
+
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_depthwise(multiplier: int) -> None:
+    comparison = check_op(
+        "Conv",
+        {"x": [1, 4, 9, 9]},
+        attrs={"group": 4, "pads": [1, 1, 1, 1], "strides": [2, 2]},
+        constants={"w": _w(4 * multiplier, 1, 3, 3), "b": _w(4 * multiplier)},
+    )
+    assert comparison.count("DEPTHWISE_CONV_2D") == 1
+
+
+def test_grouped_conv_splits_into_groups() -> None:
+    comparison = check_op(
+        "Conv",
+        {"x": [1, 6, 7, 7]},
+        attrs={"group": 3, "pads": [1, 1, 1, 1]},
+        constants={"w": _w(9, 2, 3, 3), "b": _w(9)},
+    )
+    assert comparison.count("CONV_2D") == 3
+    assert comparison.count("SPLIT") == 1
+
+
+@pytest.mark.parametrize("attrs", [{}, {"pads": [1, 1], "strides": [2]}, {"dilations": [2]}])
+def test_conv1d(attrs: dict) -> None:
+    check_op("Conv", {"x": [1, 3, 16]}, attrs=attrs, constants={"w": _w(5, 3, 3), "b": _w(5)})
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"strides": [2, 2]},
+        {"strides": [2, 2], "pads": [1, 1, 1, 1]},
+        {"strides": [2, 2], "pads": [1, 1, 1, 1], "output_padding": [1, 1]},
+        {"strides": [1, 1], "pads": [0, 1, 1, 0]},
+    ],
+)
+def test_conv_transpose(attrs: dict) -> None:
+    comparison = check_op(
+        "ConvTranspose",
+        {"x": [1, 3, 5, 6]},
+        attrs={"kernel_shape": [3, 3], **attrs},
+        constants={"w": _w(3, 4, 3, 3), "b": _w(4)},
+    )
+    assert comparison.count("TRANSPOSE_CONV") == 1

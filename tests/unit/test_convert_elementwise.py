@@ -1,0 +1,68 @@
+"""Conformance: Add, Sub, Mul, Div, Max, Min, Pow, Sqrt, unary math, standalone BatchNorm."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from convert_helpers import check_model, check_op, make_model
+from onnx import helper
+
+RNG = np.random.default_rng(3)
+
+
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div", "Max", "Min"])
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [([1, 3, 4, 5], [1, 3, 4, 5]), ([2, 6], [2, 6]), ([1, 3, 4, 5], [1, 1, 4, 5])],
+)
+def test_binary_two_activations(op: str, a: list[int], b: list[int]) -> None:
+    rng = np.random.default_rng(0)
+    feeds = {
+        "a": rng.uniform(-2, 2, a).astype(np.float32),
+        "b": rng.uniform(0.5, 2, b).astype(np.float32),  # away from 0 for Div
+    }
+    node = helper.make_node(op, ["a", "b"], ["y"])
+    check_model(make_model([node], {"a": a, "b": b}, ["y"]), {"a": a, "b": b}, feeds=feeds)
+
+
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div"])
+@pytest.mark.parametrize("const_shape", [[], [1], [3, 1, 1], [5], [1, 3, 4, 5]])
+def test_binary_with_constant(op: str, const_shape: list[int]) -> None:
+    c = RNG.uniform(0.5, 2, const_shape).astype(np.float32)
+    check_op(op, {"x": [1, 3, 4, 5]}, constants={"c": c})
+
+
+def test_constant_on_the_left() -> None:
+    c = RNG.uniform(0.5, 2, [3, 1, 1]).astype(np.float32)
+    check_op("Sub", {"x": [1, 3, 4, 5]}, constants={"c": c}, input_order=["c", "x"])
+
+
+@pytest.mark.parametrize(("exponent", "opcode"), [(2.0, "MUL"), (0.5, "SQRT"), (3.0, "POW")])
+def test_pow(exponent: float, opcode: str) -> None:
+    node = helper.make_node("Pow", ["x", "e"], ["y"])
+    model = make_model([node], {"x": [1, 3, 4, 4]}, ["y"], {"e": np.asarray(exponent, np.float32)})
+    feeds = {"x": RNG.uniform(0.1, 2, [1, 3, 4, 4]).astype(np.float32)}
+    comparison = check_model(model, {"x": [1, 3, 4, 4]}, feeds=feeds)
+    assert comparison.count(opcode) == 1
+
+
+@pytest.mark.parametrize("op", ["Sqrt", "Exp", "Log", "Abs", "Neg", "Floor", "Ceil"])
+def test_unary(op: str) -> None:
+    node = helper.make_node(op, ["x"], ["y"])
+    low = 0.1 if op in ("Sqrt", "Log") else -2.0
+    feeds = {"x": RNG.uniform(low, 2, [1, 2, 3, 4]).astype(np.float32)}
+    check_model(make_model([node], {"x": [1, 2, 3, 4]}, ["y"]), {"x": [1, 2, 3, 4]}, feeds=feeds)
+
+
+@pytest.mark.parametrize("shape", [[1, 3, 5, 5], [2, 3], [1, 3, 7]])
+def test_standalone_batchnorm(shape: list[int]) -> None:
+    stats = {
+        "gamma": RNG.uniform(0.5, 1.5, 3).astype(np.float32),
+        "beta": RNG.normal(size=3).astype(np.float32),
+        "mean": RNG.normal(size=3).astype(np.float32),
+        "var": RNG.uniform(0.5, 2, 3).astype(np.float32),
+    }
+    comparison = check_op(
+        "BatchNormalization", {"x": shape}, constants=stats, attrs={"epsilon": 1e-3}
+    )
+    assert comparison.count("MUL") == 1

@@ -1,0 +1,56 @@
+"""Conformance: Gemm and MatMul (FULLY_CONNECTED with constant weights, else BATCH_MATMUL)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from convert_helpers import check_model, check_op, make_model
+from onnx import helper
+
+RNG = np.random.default_rng(5)
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+@pytest.mark.parametrize("c_shape", [None, [6], [1, 6], []])
+def test_gemm(trans_b: int, c_shape: list[int] | None) -> None:
+    w = RNG.normal(size=(6, 10) if trans_b else (10, 6)).astype(np.float32)
+    constants = {"w": w}
+    if c_shape is not None:
+        constants["c"] = RNG.normal(size=c_shape).astype(np.float32)
+    comparison = check_op(
+        "Gemm",
+        {"x": [3, 10]},
+        constants=constants,
+        attrs={"transB": trans_b, "alpha": 0.5, "beta": 2.0},
+    )
+    assert comparison.count("FULLY_CONNECTED") == 1
+
+
+@pytest.mark.parametrize("shape", [[4, 8], [2, 5, 8], [1, 2, 3, 8]])
+def test_matmul_constant_weight(shape: list[int]) -> None:
+    w = RNG.normal(size=(8, 7)).astype(np.float32)
+    comparison = check_op("MatMul", {"x": shape}, constants={"w": w})
+    assert comparison.count("FULLY_CONNECTED") == 1
+
+
+@pytest.mark.parametrize(
+    ("a", "b"), [([2, 3, 4], [2, 4, 5]), ([1, 2, 3, 4], [1, 2, 4, 3]), ([3, 4], [4, 2])]
+)
+def test_matmul_two_activations(a: list[int], b: list[int]) -> None:
+    node = helper.make_node("MatMul", ["a", "b"], ["y"])
+    comparison = check_model(make_model([node], {"a": a, "b": b}, ["y"]), {"a": a, "b": b})
+    assert comparison.count("BATCH_MATMUL") == 1
+
+
+def test_flatten_gemm_after_conv_needs_no_transpose_for_1x1_maps() -> None:
+    w = RNG.normal(size=(8, 3, 3, 3)).astype(np.float32)
+    fc = RNG.normal(size=(5, 8)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["c"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1),
+    ]
+    model = make_model(nodes, {"x": [1, 3, 8, 8]}, ["y"], {"w": w, "fc": fc})
+    comparison = check_model(model, {"x": [1, 3, 8, 8]})
+    assert comparison.count("TRANSPOSE") == 0
