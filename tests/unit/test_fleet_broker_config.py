@@ -1,0 +1,128 @@
+"""Generated Mosquitto config, ACL and CRL, checked as text and parsed X.509."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from edgeops.errors import ConfigError
+from edgeops.fleet.broker_config import (
+    BrokerFiles,
+    BrokerSettings,
+    build_crl,
+    render_acl,
+    render_config,
+    settings_for,
+)
+
+
+def make_ca() -> tuple[bytes, bytes, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "unit CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem, cert
+
+
+def acl_rules(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def test_acl_gives_devices_only_their_own_topics_and_their_group():
+    text = render_acl("demo", [("cam-2", "lab"), ("cam-1", "field")])
+    rules = acl_rules(text)
+    assert rules[:4] == [
+        "pattern write edgeops/v1/demo/dev/%u/state",
+        "pattern write edgeops/v1/demo/dev/%u/events",
+        "pattern write edgeops/v1/demo/dev/%u/telemetry",
+        "pattern read edgeops/v1/demo/dev/%u/directive",
+    ]
+    assert rules[4:6] == ["user fleet-manager", "topic readwrite edgeops/v1/demo/#"]
+    assert rules[6:] == [
+        "user cam-1",
+        "topic read edgeops/v1/demo/group/field/directive",
+        "topic read edgeops/v1/demo/bundle/#",
+        "user cam-2",
+        "topic read edgeops/v1/demo/group/lab/directive",
+        "topic read edgeops/v1/demo/bundle/#",
+    ]
+    # Devices write only their own state, events and telemetry; never a directive.
+    device_rules = [r for r in rules if r not in rules[4:6]]
+    writes = [r for r in device_rules if r.split()[1] in ("write", "readwrite")]
+    assert all(r.endswith(("/%u/state", "/%u/events", "/%u/telemetry")) for r in writes)
+
+
+@pytest.mark.parametrize("bad", ["a/b", "a+", "#", "", "-x", "x" * 65, "a b"])
+def test_names_that_could_escape_a_topic_are_refused(bad):
+    with pytest.raises(ConfigError):
+        render_acl("demo", [(bad, "lab")])
+    with pytest.raises(ConfigError):
+        render_acl("demo", [("ok", bad)])
+
+
+def test_a_device_cannot_take_the_managers_name():
+    with pytest.raises(ConfigError, match="reserved"):
+        render_acl("demo", [("fleet-manager", "lab")])
+
+
+def test_config_requires_certificates_and_uses_the_cn_as_username_and_client_id(tmp_path):
+    files = BrokerFiles.of(tmp_path)
+    text = render_config(BrokerSettings(fleet="demo", port=18883, bind="127.0.0.1"), files)
+    lines = text.splitlines()
+    for expected in (
+        "listener 18883 127.0.0.1",
+        "allow_anonymous false",
+        "require_certificate true",
+        "use_identity_as_username true",
+        "use_username_as_clientid true",
+        "persistence true",
+        f"cafile {files.ca_cert}",
+        f"crlfile {files.crl}",
+        f"acl_file {files.acl}",
+    ):
+        assert expected in lines
+    paths = [line.split(" ", 1)[1] for line in lines if line.split(" ")[0].endswith("file")]
+    assert paths
+    assert all(Path(p.rstrip("/")).is_absolute() for p in paths)
+
+
+def test_settings_come_from_edgeops_toml_and_arguments_win(tmp_path):
+    (tmp_path / "edgeops.toml").write_text(
+        '[fleet]\nname = "plant-7"\n[broker]\nport = 9883\nmanagers = ["fm-a", "fm-b"]\n'
+    )
+    settings = settings_for(tmp_path)
+    assert (settings.fleet, settings.port, settings.managers) == ("plant-7", 9883, ("fm-a", "fm-b"))
+    assert settings_for(tmp_path, port=1234).port == 1234
+
+
+def test_crl_is_signed_by_the_ca_and_lists_the_revoked_serials():
+    ca_pem, key_pem, ca_cert = make_ca()
+    now = datetime.datetime.now(datetime.UTC).timestamp()
+    crl = x509.load_pem_x509_crl(build_crl(ca_pem, key_pem, [("1f2e", now)], now=now))
+    assert crl.is_signature_valid(ca_cert.public_key())
+    assert crl.issuer == ca_cert.subject
+    assert [r.serial_number for r in crl] == [0x1F2E]
+    assert crl.next_update_utc > datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=300)
+    empty = x509.load_pem_x509_crl(build_crl(ca_pem, key_pem, [], now=now))
+    assert len(empty) == 0
