@@ -56,7 +56,8 @@ def _tflite_nearest(out_size: int, in_size: int, align: bool, half: bool) -> lis
     result = []
     for x in range(out_size):
         offset = 0.5 if half else 0.0
-        value = round(x * scale) if align else math.floor((x + offset) * scale)
+        # TfLiteRound rounds halves away from zero; coordinates are non-negative here.
+        value = math.floor(x * scale + 0.5) if align else math.floor((x + offset) * scale)
         result.append(min(int(value), in_size - 1))
     return result
 

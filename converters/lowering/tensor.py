@@ -270,12 +270,20 @@ def lower_gather(ctx: Lowering, node: Node) -> None:
         out_perm = layout.identity(ctx.rank(node.outputs[0]))
     x = ctx.tensor(name, perm)
     out = ctx.output(node.outputs[0], out_perm)
-    ctx.add(
-        "GATHER",
-        [x, ctx.int32("indices", indices)],
-        [out],
-        {"axis": layout.tflite_axis(axis, perm)},
-    )
+    tfl_axis = layout.tflite_axis(axis, perm)
+    if indices.ndim == 0:
+        # A scalar index drops the axis; gather with [i] and reshape, since a 0-D constant
+        # operand is read as shape [1] by some runtimes.
+        kept = list(ctx.graph.tensors[x].shape)
+        kept[tfl_axis] = 1
+        picked = ctx.temp(f"{node.outputs[0]}/picked", kept, ctx.dtype(name))
+        ctx.add(
+            "GATHER", [x, ctx.int32("indices", indices.reshape(1))], [picked], {"axis": tfl_axis}
+        )
+        dims = list(ctx.graph.tensors[out].shape)
+        ctx.add("RESHAPE", [picked, ctx.int32("shape", dims)], [out], {"newShape": dims})
+        return
+    ctx.add("GATHER", [x, ctx.int32("indices", indices)], [out], {"axis": tfl_axis})
 
 
 @register("Cast")

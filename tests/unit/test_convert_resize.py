@@ -1,0 +1,90 @@
+"""Conformance: Resize (nearest and bilinear, each coordinate mode) and Upsample."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from convert_helpers import check_model, make_model
+from onnx import helper
+
+from edgeops.converters.pipeline import convert_model
+from edgeops.errors import UnsupportedOpError
+
+
+def _resize(
+    coord: str,
+    mode: str,
+    nearest: str,
+    size: list[int] | None,
+    scales: list[float] | None,
+    in_shape=(1, 3, 5, 6),
+) -> bytes:
+    constants: dict[str, np.ndarray] = {}
+    inputs = ["x", "", "", ""]
+    if scales is not None:
+        constants["scales"] = np.asarray(scales, np.float32)
+        inputs[2] = "scales"
+        inputs = inputs[:3]
+    else:
+        constants["sizes"] = np.asarray(size, np.int64)
+        inputs[3] = "sizes"
+    node = helper.make_node(
+        "Resize",
+        inputs,
+        ["y"],
+        mode=mode,
+        coordinate_transformation_mode=coord,
+        nearest_mode=nearest,
+    )
+    return make_model([node], {"x": list(in_shape)}, ["y"], constants)
+
+
+@pytest.mark.parametrize(
+    ("coord", "nearest", "scales", "size"),
+    [
+        ("asymmetric", "floor", [1, 1, 2, 2], None),  # YOLOv8 upsampling
+        ("asymmetric", "floor", None, [1, 3, 15, 12]),
+        ("half_pixel", "round_prefer_ceil", [1, 1, 2, 2], None),
+        ("half_pixel", "round_prefer_ceil", None, [1, 3, 7, 9]),
+        ("align_corners", "round_prefer_ceil", None, [1, 3, 9, 11]),
+        ("tf_half_pixel_for_nn", "floor", [1, 1, 3, 3], None),
+        ("asymmetric", "round_prefer_floor", [1, 1, 2, 2], None),
+        ("pytorch_half_pixel", "round_prefer_ceil", [1, 1, 2, 2], None),
+    ],
+)
+def test_resize_nearest(coord: str, nearest: str, scales, size) -> None:
+    model = _resize(coord, "nearest", nearest, size, scales)
+    comparison = check_model(model, {"x": [1, 3, 5, 6]})
+    assert comparison.count("RESIZE_NEAREST_NEIGHBOR") == 1
+
+
+@pytest.mark.parametrize(
+    ("coord", "scales", "size"),
+    [
+        ("half_pixel", [1, 1, 2, 2], None),
+        ("pytorch_half_pixel", None, [1, 3, 8, 9]),
+        ("align_corners", None, [1, 3, 9, 11]),
+        ("asymmetric", [1, 1, 2, 2], None),
+        ("half_pixel", None, [1, 3, 3, 4]),  # downscale
+    ],
+)
+def test_resize_bilinear(coord: str, scales, size) -> None:
+    model = _resize(coord, "linear", "floor", size, scales)
+    comparison = check_model(model, {"x": [1, 3, 5, 6]})
+    assert comparison.count("RESIZE_BILINEAR") == 1
+
+
+def test_upsample_opset9() -> None:
+    node = helper.make_node("Upsample", ["x", "s"], ["y"], mode="nearest")
+    model = make_model(
+        [node], {"x": [1, 2, 3, 4]}, ["y"], {"s": np.asarray([1, 1, 2, 2], np.float32)}, opset=9
+    )
+    check_model(model, {"x": [1, 2, 3, 4]})
+
+
+def test_resize_without_tflite_equivalent_is_refused() -> None:
+    # Asymmetric coordinates rounded up (x3) pick source rows 0,1,1,1,2… which no TFLite
+    # flag setting does (they all start 0,0,…).
+    model = _resize("asymmetric", "nearest", "ceil", None, [1, 1, 3, 3])
+    with pytest.raises(UnsupportedOpError, match="Resize"):
+        convert_model(model)
