@@ -1,0 +1,108 @@
+"""Layout: NCHW image models become NHWC without a TRANSPOSE per op; other inputs keep theirs."""
+
+from __future__ import annotations
+
+import numpy as np
+from convert_helpers import check_model, make_model
+from onnx import helper
+
+from edgeops.converters import layout
+
+RNG = np.random.default_rng(9)
+
+
+def _w(*shape: int) -> np.ndarray:
+    return RNG.normal(0, 0.3, size=shape).astype(np.float32)
+
+
+def _plain_cnn() -> bytes:
+    """Conv-BN-Relu, depthwise, maxpool, residual add, concat, resize, GAP, flatten, gemm."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], group=8),
+        helper.make_node("Clip", ["c2", "lo", "hi"], ["r2"]),
+        helper.make_node("Add", ["r1", "r2"], ["res"]),
+        helper.make_node("MaxPool", ["res"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node(
+            "Resize",
+            ["p", "", "scales"],
+            ["up"],
+            mode="nearest",
+            coordinate_transformation_mode="asymmetric",
+            nearest_mode="floor",
+        ),
+        helper.make_node("Concat", ["up", "res"], ["cat"], axis=1),
+        helper.make_node("Mul", ["cat", "chan_scale"], ["scaled"]),
+        helper.make_node("Softmax", ["scaled"], ["sm"], axis=1),
+        helper.make_node("GlobalAveragePool", ["sm"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc", "fcb"], ["y"], transB=1),
+    ]
+    consts = {
+        "w1": _w(8, 3, 3, 3),
+        "b1": _w(8),
+        "w2": _w(8, 1, 3, 3),
+        "lo": np.asarray(0, np.float32),
+        "hi": np.asarray(6, np.float32),
+        "scales": np.asarray([1, 1, 2, 2], np.float32),
+        "chan_scale": _w(16, 1, 1),
+        "fc": _w(10, 16),
+        "fcb": _w(10),
+    }
+    return make_model(nodes, {"x": [1, 3, 16, 16]}, ["y"], consts)
+
+
+def test_plain_cnn_has_no_transpose_except_for_channel_softmax() -> None:
+    comparison = check_model(_plain_cnn(), {"x": [1, 3, 16, 16]})
+    # Softmax over channels is the last NHWC axis: nothing to move. No other op asks for
+    # a different order, so the converted model holds no TRANSPOSE at all.
+    assert comparison.count("TRANSPOSE") == 0
+    inputs = comparison.result.summary()["inputs"]
+    assert inputs[0]["shape"] == [1, 16, 16, 3]
+
+
+def test_graph_transpose_costs_one_transpose_at_most() -> None:
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"]),
+        helper.make_node("Transpose", ["c"], ["y"], perm=[0, 3, 2, 1]),
+    ]
+    model = make_model(nodes, {"x": [1, 3, 4, 5]}, ["y"], {"w": _w(6, 3, 1, 1)})
+    assert check_model(model, {"x": [1, 3, 4, 5]}).count("TRANSPOSE") == 1
+
+
+def test_image_output_keeps_onnx_layout() -> None:
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
+    model = make_model(nodes, {"x": [1, 3, 6, 7]}, ["y"], {"w": _w(4, 3, 3, 3)})
+    comparison = check_model(model, {"x": [1, 3, 6, 7]})
+    assert comparison.result.summary()["outputs"][0]["shape"] == [1, 4, 6, 7]
+    assert comparison.count("TRANSPOSE") == 1
+
+
+def test_sequence_and_tabular_inputs_keep_their_layout() -> None:
+    nodes = [
+        helper.make_node("MatMul", ["seq", "w"], ["h"]),
+        helper.make_node("ReduceMean", ["h"], ["pooled"], axes=[1], keepdims=0),
+        helper.make_node("Concat", ["pooled", "tab"], ["y"], axis=1),
+    ]
+    inputs = {"seq": [2, 7, 5], "tab": [2, 3]}
+    model = make_model(nodes, inputs, ["y"], {"w": _w(5, 4)})
+    comparison = check_model(model, inputs)
+    shapes = {t["name"]: t["shape"] for t in comparison.result.summary()["inputs"]}
+    assert shapes == {"seq": [2, 7, 5], "tab": [2, 3]}
+    assert comparison.count("TRANSPOSE") == 0
+
+
+def test_layout_algebra() -> None:
+    x = RNG.normal(size=(2, 3, 4, 5))
+    p = layout.NHWC
+    q = (0, 3, 1, 2)
+    held = np.transpose(x, p)
+    y = np.transpose(x, q)
+    composed = layout.compose_transpose(p, q)
+    np.testing.assert_array_equal(np.transpose(y, composed), held)
+    assert layout.relative(p, (0, 1, 2, 3)) == (0, 3, 1, 2)
+    assert layout.same_memory_order((1, 8, 1, 1), (0, 1, 2, 3), p)
+    assert not layout.same_memory_order((1, 8, 2, 1), (0, 1, 2, 3), p)
+    assert layout.drop_axes(p, [1]) == (0, 1, 2)
+    assert layout.insert_axes((0, 2, 1), [1]) == (0, 3, 2, 1)
