@@ -415,8 +415,12 @@ class InferenceServer:
         config: ApiConfig | None = None,
         *,
         metrics: MetricsWindow | None = None,
+        poll_interval: float = 0.5,
     ) -> None:
         self.holder = holder
+        # How often the accept loop checks for stop(): the cost of an idle server (a few
+        # wake-ups a second) against how long stop() waits.
+        self.poll_interval = poll_interval
         self.config = config or ApiConfig()
         #: end-to-end /infer latency as the HTTP client sees it (server side)
         self.metrics = metrics or MetricsWindow()
@@ -444,7 +448,7 @@ class InferenceServer:
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever,
-            kwargs={"poll_interval": 0.5},
+            kwargs={"poll_interval": self.poll_interval},
             name="edgeops-inference-api",
             daemon=True,
         )
