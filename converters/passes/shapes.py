@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgeops.converters.onnx_import import OnnxGraph, record_value_infos
-from edgeops.errors import ConversionError
+from edgeops.errors import ConversionError, UnsupportedOpError
 
 
 def fix_input_shapes(graph: OnnxGraph, input_shapes: Mapping[str, Sequence[int]]) -> OnnxGraph:
@@ -119,8 +119,9 @@ def _shapes_from_onnxruntime(graph: OnnxGraph, names: list[str]) -> None:
             for name in graph.inputs
         }
         values = session.run(wanted, feeds)
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise ConversionError(f"could not infer shapes by running the model: {exc}") from exc
+    except Exception:  # onnxruntime raises its own Fail/InvalidGraph types
+        # Left unknown: require_static_shapes names the node (often an op nobody runs).
+        return
     for name, value in zip(wanted, values, strict=True):
         array = np.asarray(value)
         graph.shapes[name] = tuple(int(d) for d in array.shape)
@@ -128,8 +129,18 @@ def _shapes_from_onnxruntime(graph: OnnxGraph, names: list[str]) -> None:
 
 
 def require_static_shapes(graph: OnnxGraph) -> None:
-    """Raise :class:`ConversionError` naming the first value whose shape is not static."""
+    """Check that lowering can start: every op has a lowering and every shape is static.
+
+    Raises :class:`UnsupportedOpError` for the first node without a lowering (checked first:
+    an op no runtime knows also leaves its shapes unknown), else :class:`ConversionError`
+    naming the first value whose shape is not static.
+    """
+    from edgeops.converters.lowering import OP_TABLE
+
     for node in graph.nodes:
+        if node.op_type not in OP_TABLE or node.domain not in ("", "ai.onnx"):
+            domain = f" (domain {node.domain})" if node.domain else ""
+            raise UnsupportedOpError(node.op_type, node.name, f"no TFLite lowering{domain}")
         for out in node.outputs:
             if out and graph.static_shape(out) is None:
                 raise ConversionError(
