@@ -123,6 +123,7 @@ class BrokerSettings:
     port: int = DEFAULT_PORT
     bind: str | None = None
     managers: tuple[str, ...] = DEFAULT_MANAGERS
+    user: str = "mosquitto"
 
     def __post_init__(self) -> None:
         check_name("fleet", self.fleet)
@@ -132,6 +133,8 @@ class BrokerSettings:
             raise ConfigError("expected at least one fleet-manager identity")
         for manager in self.managers:
             check_name("fleet-manager", manager)
+        if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", self.user):
+            raise ConfigError(f"expected a system user name, got {self.user!r}")
 
 
 def render_config(settings: BrokerSettings, files: BrokerFiles) -> str:
@@ -144,6 +147,9 @@ def render_config(settings: BrokerSettings, files: BrokerFiles) -> str:
             f"# Mosquitto for edgeops fleet {settings.fleet!r}; written by edgeops, rewritten",
             "# on enrollment and revocation. Reload the ACL and CRL with SIGHUP.",
             "per_listener_settings false",
+            # Started as root, Mosquitto drops to the user named here; the fleet folder's
+            # owner can read the server key and write the persistence folder.
+            f"user {settings.user}",
             "allow_anonymous false",
             f"acl_file {files.acl}",
             "persistence true",
@@ -153,7 +159,7 @@ def render_config(settings: BrokerSettings, files: BrokerFiles) -> str:
             "log_dest stderr",
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
             # Bundle chunks are retained messages of up to a few hundred kB each.
-            "message_size_limit 1048576",
+            "max_packet_size 1048576",
             "max_queued_messages 10000",
             "",
             listener,
@@ -284,11 +290,21 @@ def settings_for(
     name = fleet_section.get("name") or data.get("name") or Path(fleet_dir).resolve().name
     managers = tuple(broker_section.get("managers", DEFAULT_MANAGERS))
     return BrokerSettings(
+        user=str(broker_section.get("user") or _owner(Path(fleet_dir))),
         fleet=str(name),
         port=int(port if port is not None else broker_section.get("port", DEFAULT_PORT)),
         bind=bind if bind is not None else broker_section.get("bind"),
         managers=managers,
     )
+
+
+def _owner(folder: Path) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(folder.stat().st_uid).pw_name
+    except (OSError, KeyError):
+        return "mosquitto"
 
 
 def write_broker_config(

@@ -1,0 +1,393 @@
+"""The generated broker set-up on a real Mosquitto: TLS client certificates, ACL, CRL.
+
+The broker runs exactly as a user would run it, ``mosquitto -c DIR/mosquitto.conf``, from a
+fleet folder whose config was written by :func:`write_broker_config` (the port comes from
+edgeops.toml, pointed at a free loopback port).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import queue
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from edgeops.broker import find_mosquitto, free_port, wait_for_port
+from edgeops.fleet.broker_config import (
+    BrokerFiles,
+    enroll_device,
+    revoke_device,
+    write_broker_config,
+)
+
+pytestmark = pytest.mark.integration
+
+FLEET = "demo"
+BASE = f"edgeops/v1/{FLEET}"
+QUIET = 0.7  # how long "nothing arrives" is watched, after an in-order control message
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+class ScratchCA:
+    """A throwaway fleet CA in the fleet folder layout BrokerFiles expects."""
+
+    def __init__(self, files: BrokerFiles) -> None:
+        self.files = files
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edgeops test fleet CA")])
+        now = datetime.datetime.now(datetime.UTC)
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+        files.ca_cert.parent.mkdir(parents=True, exist_ok=True)
+        files.ca_cert.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+        files.ca_key.write_bytes(_pem_key(self.key))
+
+    def issue(self, common_name: str, *, server: bool = False) -> tuple[bytes, bytes]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        )
+        if server:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+        cert = builder.sign(self.key, hashes.SHA256())
+        return _pem_key(key), cert.public_bytes(serialization.Encoding.PEM)
+
+
+class Fleet:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.files = BrokerFiles.of(root)
+        self.port = free_port()
+        (root / "edgeops.toml").write_text(
+            f'[fleet]\nname = "{FLEET}"\n[broker]\nport = {self.port}\nbind = "127.0.0.1"\n'
+        )
+        self.ca = ScratchCA(self.files)
+        key, cert = self.ca.issue("localhost", server=True)
+        self.files.server_key.parent.mkdir(parents=True, exist_ok=True)
+        self.files.server_key.write_bytes(key)
+        self.files.server_cert.write_bytes(cert)
+        self.identities: dict[str, tuple[Path, Path]] = {}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = root / "broker.log"
+
+    def identity(self, name: str, cert_pem: bytes, key_pem: bytes) -> None:
+        folder = self.root / "clients"
+        folder.mkdir(exist_ok=True)
+        (folder / f"{name}.crt").write_bytes(cert_pem)
+        (folder / f"{name}.key").write_bytes(key_pem)
+        self.identities[name] = (folder / f"{name}.crt", folder / f"{name}.key")
+
+    def enroll(self, device_id: str, group: str) -> None:
+        key, cert = self.ca.issue(device_id)
+        enroll_device(self.root, device_id, group=group, board="rpi4", cert_pem=cert)
+        self.identity(device_id, cert, key)
+
+    def start(self) -> None:
+        binary = find_mosquitto()
+        assert binary, "mosquitto is not installed"
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [binary, "-c", str(self.files.config)], stdout=log, stderr=subprocess.STDOUT
+            )
+        if not wait_for_port("127.0.0.1", self.port, 10):
+            self.stop()
+            raise AssertionError(self.log.read_text())
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+    def client(self, identity: str, client_id: str | None = None) -> Client:
+        cert, key = self.identities[identity]
+        return Client(self, cert, key, client_id or identity)
+
+
+class Client:
+    """A paho client with a certificate that records what it receives."""
+
+    def __init__(self, fleet: Fleet, cert: Path, key: Path, client_id: str) -> None:
+        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.disconnects: list[str] = []
+        self.connected = queue.Queue[str]()
+        self.mqtt = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.mqtt.tls_set(ca_certs=str(fleet.files.ca_cert), certfile=str(cert), keyfile=str(key))
+        self.mqtt.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload))
+        self.mqtt.on_connect = lambda c, u, f, rc, p: self.connected.put(str(rc))
+        self.mqtt.on_disconnect = lambda c, u, f, rc, p: self.disconnects.append(str(rc))
+        self.fleet = fleet
+
+    def connect(self) -> Client:
+        self.mqtt.connect("127.0.0.1", self.fleet.port, keepalive=30)
+        self.mqtt.loop_start()
+        assert self.connected.get(timeout=5) == "Success"
+        return self
+
+    def subscribe(self, *topics: str) -> None:
+        for topic in topics:
+            self.mqtt.subscribe(topic, qos=1)
+        # A round trip through the broker: once our own publish to a topic we may use
+        # comes back, the subscriptions before it are in place.
+        time.sleep(0.2)
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        self.mqtt.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+
+    def received(self, until: str, timeout: float = 5.0) -> list[tuple[str, bytes]]:
+        """Messages up to and including the first on ``until`` (a control message)."""
+        out = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                item = self.messages.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            out.append(item)
+            if item[0] == until:
+                return out
+        raise AssertionError(f"control message on {until} never came; got {out}")
+
+    def quiet(self, seconds: float = QUIET) -> list[tuple[str, bytes]]:
+        time.sleep(seconds)
+        out = []
+        while not self.messages.empty():
+            out.append(self.messages.get_nowait())
+        return out
+
+    def close(self) -> None:
+        self.mqtt.disconnect()
+        self.mqtt.loop_stop()
+
+
+@pytest.fixture
+def fleet(tmp_path) -> Iterator[Fleet]:
+    fleet = Fleet(tmp_path / "fleet")
+    key, cert = fleet.ca.issue("fleet-manager")
+    fleet.identity("fleet-manager", cert, key)
+    write_broker_config(fleet.root)
+    fleet.enroll("dev-a", "lab")
+    fleet.enroll("dev-b", "lab")
+    fleet.enroll("dev-c", "field")
+    fleet.start()
+    clients: list[Client] = []
+    fleet.opened = clients  # type: ignore[attr-defined]
+    try:
+        yield fleet
+    finally:
+        for client in clients:
+            client.close()
+        fleet.stop()
+
+
+def connect(fleet: Fleet, identity: str, client_id: str | None = None) -> Client:
+    client = fleet.client(identity, client_id).connect()
+    fleet.opened.append(client)  # type: ignore[attr-defined]
+    return client
+
+
+def can_connect(fleet: Fleet, identity: str) -> bool:
+    """Whether the broker answers CONNECT with success. With TLS 1.3 the server checks the
+    client certificate after the client's side of the handshake is done, so a refusal shows
+    as a dropped connection without CONNACK rather than as an error from connect()."""
+    client = fleet.client(identity)
+    try:
+        client.mqtt.connect("127.0.0.1", fleet.port, keepalive=30)
+    except OSError:
+        return False
+    client.mqtt.loop_start()
+    try:
+        return client.connected.get(timeout=3) == "Success"
+    except queue.Empty:
+        return False
+    finally:
+        client.mqtt.disconnect()
+        client.mqtt.loop_stop()
+
+
+def test_generated_config_runs_as_is(fleet):
+    text = fleet.files.config.read_text()
+    assert f"listener {fleet.port} 127.0.0.1" in text
+    manager = connect(fleet, "fleet-manager")
+    manager.subscribe(f"{BASE}/#")
+    device = connect(fleet, "dev-a")
+    device.publish(f"{BASE}/dev/dev-a/telemetry", b"t1")
+    assert manager.received(f"{BASE}/dev/dev-a/telemetry") == [
+        (f"{BASE}/dev/dev-a/telemetry", b"t1")
+    ]
+
+
+def test_a_device_cannot_publish_under_another_devices_topics(fleet):
+    manager = connect(fleet, "fleet-manager")
+    manager.subscribe(f"{BASE}/#")
+    intruder = connect(fleet, "dev-b")
+    for kind in ("state", "events", "telemetry"):
+        intruder.publish(f"{BASE}/dev/dev-a/{kind}", b"forged")
+    intruder.publish(f"{BASE}/dev/dev-b/telemetry", b"own")
+    got = manager.received(f"{BASE}/dev/dev-b/telemetry")
+    assert got == [(f"{BASE}/dev/dev-b/telemetry", b"own")]
+
+
+def test_a_device_cannot_read_another_devices_telemetry_or_directives(fleet):
+    manager = connect(fleet, "fleet-manager")
+    victim = connect(fleet, "dev-a")
+    snoop = connect(fleet, "dev-b")
+    snoop.subscribe(
+        f"{BASE}/dev/dev-a/telemetry",
+        f"{BASE}/dev/dev-a/directive",
+        f"{BASE}/dev/+/telemetry",
+        f"{BASE}/#",
+        "#",
+    )
+    manager.publish(f"{BASE}/dev/dev-a/directive", b"for a only", retain=True)
+    victim.publish(f"{BASE}/dev/dev-a/telemetry", b"a's numbers")
+    manager.publish(f"{BASE}/dev/dev-b/directive", b"for b", retain=True)
+    got = snoop.received(f"{BASE}/dev/dev-b/directive")
+    assert [t for t, _ in got] == [f"{BASE}/dev/dev-b/directive"] * len(got)
+    assert snoop.quiet() == []
+    # A fresh subscription does not hand out another device's retained directive either.
+    late = connect(fleet, "dev-c")
+    late.subscribe(f"{BASE}/dev/dev-a/directive", f"{BASE}/dev/dev-c/directive")
+    manager.publish(f"{BASE}/dev/dev-c/directive", b"for c", retain=True)
+    assert late.received(f"{BASE}/dev/dev-c/directive") == [
+        (f"{BASE}/dev/dev-c/directive", b"for c")
+    ]
+
+
+def test_a_device_cannot_publish_a_directive_or_a_bundle(fleet):
+    manager = connect(fleet, "fleet-manager")
+    manager.subscribe(f"{BASE}/#")
+    rogue = connect(fleet, "dev-a")
+    for topic in (
+        f"{BASE}/dev/dev-a/directive",
+        f"{BASE}/dev/dev-b/directive",
+        f"{BASE}/group/lab/directive",
+        f"{BASE}/bundle/sha256-x/meta",
+    ):
+        rogue.publish(topic, b"rogue", retain=True)
+    rogue.publish(f"{BASE}/dev/dev-a/events", b"control")
+    assert manager.received(f"{BASE}/dev/dev-a/events") == [
+        (f"{BASE}/dev/dev-a/events", b"control")
+    ]
+
+
+def test_devices_read_their_groups_directive_and_the_bundle_topics_only(fleet):
+    manager = connect(fleet, "fleet-manager")
+    lab = connect(fleet, "dev-a")
+    field = connect(fleet, "dev-c")
+    for device in (lab, field):
+        device.subscribe(f"{BASE}/group/+/directive", f"{BASE}/bundle/#")
+    manager.publish(f"{BASE}/bundle/abc/chunk/0", b"chunk", retain=True)
+    manager.publish(f"{BASE}/group/lab/directive", b"lab directive", retain=True)
+    manager.publish(f"{BASE}/group/field/directive", b"field directive", retain=True)
+    lab_got = lab.received(f"{BASE}/group/lab/directive") + lab.quiet()
+    field_got = field.received(f"{BASE}/group/field/directive") + field.quiet()
+    assert sorted(lab_got) == [
+        (f"{BASE}/bundle/abc/chunk/0", b"chunk"),
+        (f"{BASE}/group/lab/directive", b"lab directive"),
+    ]
+    assert sorted(field_got) == [
+        (f"{BASE}/bundle/abc/chunk/0", b"chunk"),
+        (f"{BASE}/group/field/directive", b"field directive"),
+    ]
+
+
+def test_reusing_another_devices_client_id_does_not_disconnect_it(fleet):
+    manager = connect(fleet, "fleet-manager")
+    manager.subscribe(f"{BASE}/#")
+    victim = connect(fleet, "dev-a")
+    impostor = connect(fleet, "dev-b", client_id="dev-a")
+    time.sleep(QUIET)
+    assert victim.disconnects == []
+    assert victim.mqtt.is_connected()
+    # The broker took the impostor's certificate CN as its client id and username: it is
+    # still dev-b, bound by dev-b's ACL.
+    impostor.publish(f"{BASE}/dev/dev-a/telemetry", b"forged")
+    victim.publish(f"{BASE}/dev/dev-a/telemetry", b"genuine")
+    assert manager.received(f"{BASE}/dev/dev-a/telemetry") == [
+        (f"{BASE}/dev/dev-a/telemetry", b"genuine")
+    ]
+    assert "as dev-b" in fleet.log.read_text()
+
+
+def test_a_revoked_device_cannot_connect(fleet):
+    assert can_connect(fleet, "dev-c")
+    result = revoke_device(fleet.root, "dev-c")
+    assert len(result.serials) == 1
+    assert result.reloaded, "the broker's pid file should let revoke send SIGHUP"
+    deadline = time.monotonic() + 5
+    while "Reloading config" not in fleet.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not can_connect(fleet, "dev-c")
+    assert "certificate verify failed" in fleet.log.read_text()
+    assert can_connect(fleet, "dev-a")  # everyone else still gets in
+
+
+def test_retained_messages_survive_a_broker_restart(fleet):
+    manager = connect(fleet, "fleet-manager")
+    manager.publish(f"{BASE}/bundle/abc/chunk/0", b"kept", retain=True)
+    manager.close()
+    fleet.opened.remove(manager)  # type: ignore[attr-defined]
+    fleet.stop()
+    fleet.start()
+    device = connect(fleet, "dev-a")
+    device.subscribe(f"{BASE}/bundle/#")
+    assert device.received(f"{BASE}/bundle/abc/chunk/0") == [
+        (f"{BASE}/bundle/abc/chunk/0", b"kept")
+    ]
