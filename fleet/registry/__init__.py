@@ -18,7 +18,7 @@ from edgeops.fleet.registry.records import (
     RolloutRecord,
     RolloutRequest,
     StateUpdate,
-    TelemetrySample,
+    TelemetryRow,
     WaveRecord,
 )
 from edgeops.fleet.registry.sql import SqliteStore, SqlStore
@@ -51,7 +51,7 @@ __all__ = [
     "SqlStore",
     "SqliteStore",
     "StateUpdate",
-    "TelemetrySample",
+    "TelemetryRow",
     "WaveRecord",
     "open_registry",
     "registry_path",

@@ -62,7 +62,11 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             """CREATE TABLE telemetry (
                 device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
                 seq BIGINT NOT NULL,
+                idx INTEGER NOT NULL,
                 ts DOUBLE PRECISION NOT NULL,
+                window_s DOUBLE PRECISION,
+                requests BIGINT,
+                errors BIGINT,
                 bundle TEXT,
                 p50_ms DOUBLE PRECISION,
                 p95_ms DOUBLE PRECISION,
@@ -72,7 +76,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 temp_c DOUBLE PRECISION,
                 cpu_percent DOUBLE PRECISION,
                 rss_mb DOUBLE PRECISION,
-                PRIMARY KEY (device_id, seq)
+                PRIMARY KEY (device_id, seq, idx)
             )""",
             "CREATE INDEX telemetry_device_ts ON telemetry(device_id, ts)",
             """CREATE TABLE events (
@@ -84,6 +88,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 bundle TEXT,
                 directive_seq BIGINT,
                 reason TEXT NOT NULL,
+                figures TEXT NOT NULL,
                 PRIMARY KEY (device_id, seq)
             )""",
             "CREATE INDEX events_device_ts ON events(device_id, ts)",

@@ -56,9 +56,9 @@ class CertificateRecord:
 class StateUpdate:
     """A device's retained state message, reduced to what the registry keeps.
 
-    ``seq`` orders updates from one device; an update older than the one stored is ignored
-    (a late retained copy must not undo a newer state). ``None`` fields leave the stored
-    value as it was.
+    Protocol v1 state messages carry no sequence number: they are applied in arrival order
+    (MQTT keeps one publisher's order on a topic). When ``seq`` is given, an update older
+    than the one stored is ignored. ``None`` fields leave the stored value as it was.
     """
 
     device_id: str
@@ -83,15 +83,24 @@ class EventRecord:
     bundle: str | None = None
     directive_seq: int | None = None
     reason: str = ""
+    figures: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
-class TelemetrySample:
-    """One telemetry sample, unique by (device, seq); ``error_rate`` is a fraction."""
+class TelemetryRow:
+    """One telemetry sample: sample ``idx`` of telemetry message ``seq`` from a device.
+
+    A message is unique by (device, seq) and all its samples are written in one
+    transaction, so a replayed message is dropped whole. ``error_rate`` is a fraction.
+    """
 
     device_id: str
     seq: int
     ts: float
+    idx: int = 0
+    window_s: float | None = None
+    requests: int | None = None
+    errors: int | None = None
     bundle: str | None = None
     p50_ms: float | None = None
     p95_ms: float | None = None
@@ -175,6 +184,6 @@ __all__ = [
     "RolloutRecord",
     "RolloutRequest",
     "StateUpdate",
-    "TelemetrySample",
+    "TelemetryRow",
     "WaveRecord",
 ]

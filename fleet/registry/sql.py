@@ -29,7 +29,7 @@ from edgeops.fleet.registry.records import (
     RolloutRecord,
     RolloutRequest,
     StateUpdate,
-    TelemetrySample,
+    TelemetryRow,
     WaveRecord,
 )
 from edgeops.fleet.registry.store import ROLLOUT_ACTIONS
@@ -41,10 +41,10 @@ _DEVICE_COLUMNS = (
     "agent_version, p95_ms, error_rate, drift, temp_c, health_ts"
 )
 _TELEMETRY_COLUMNS = (
-    "device_id, seq, ts, bundle, p50_ms, p95_ms, p99_ms, error_rate, drift, temp_c, "
-    "cpu_percent, rss_mb"
+    "device_id, seq, idx, ts, window_s, requests, errors, bundle, p50_ms, p95_ms, p99_ms, "
+    "error_rate, drift, temp_c, cpu_percent, rss_mb"
 )
-_EVENT_COLUMNS = "device_id, seq, ts, kind, state, bundle, directive_seq, reason"
+_EVENT_COLUMNS = "device_id, seq, ts, kind, state, bundle, directive_seq, reason, figures"
 _ROLLOUT_COLUMNS = (
     "id, group_name, bundle, previous_bundle, status, created, updated, reason, policy, state"
 )
@@ -70,20 +70,24 @@ def _device(row: Row) -> DeviceRecord:
     )
 
 
-def _telemetry(row: Row) -> TelemetrySample:
-    return TelemetrySample(
+def _telemetry(row: Row) -> TelemetryRow:
+    return TelemetryRow(
         device_id=row[0],
         seq=row[1],
-        ts=row[2],
-        bundle=row[3],
-        p50_ms=row[4],
-        p95_ms=row[5],
-        p99_ms=row[6],
-        error_rate=row[7],
-        drift=row[8],
-        temp_c=row[9],
-        cpu_percent=row[10],
-        rss_mb=row[11],
+        idx=row[2],
+        ts=row[3],
+        window_s=row[4],
+        requests=row[5],
+        errors=row[6],
+        bundle=row[7],
+        p50_ms=row[8],
+        p95_ms=row[9],
+        p99_ms=row[10],
+        error_rate=row[11],
+        drift=row[12],
+        temp_c=row[13],
+        cpu_percent=row[14],
+        rss_mb=row[15],
     )
 
 
@@ -97,6 +101,7 @@ def _event(row: Row) -> EventRecord:
         bundle=row[5],
         directive_seq=row[6],
         reason=row[7],
+        figures=json.loads(row[8]),
     )
 
 
@@ -402,7 +407,7 @@ class SqlStore:
         *,
         states: Iterable[StateUpdate] = (),
         events: Iterable[EventRecord] = (),
-        telemetry: Iterable[TelemetrySample] = (),
+        telemetry: Iterable[TelemetryRow] = (),
         seen: Mapping[str, float] | None = None,
     ) -> IngestCounts:
         state_list, event_list, sample_list = list(states), list(events), list(telemetry)
@@ -425,14 +430,18 @@ class SqlStore:
                 cur.executemany(
                     self._sql(
                         f"INSERT INTO telemetry ({_TELEMETRY_COLUMNS}) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                        "ON CONFLICT (device_id, seq) DO NOTHING"
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT (device_id, seq, idx) DO NOTHING"
                     ),
                     [
                         (
                             s.device_id,
                             s.seq,
+                            s.idx,
                             s.ts,
+                            s.window_s,
+                            s.requests,
+                            s.errors,
                             s.bundle,
                             s.p50_ms,
                             s.p95_ms,
@@ -449,10 +458,10 @@ class SqlStore:
                 inserted = max(cur.rowcount, 0)
                 written += inserted
                 duplicates += len(samples) - inserted
-                latest: dict[str, TelemetrySample] = {}
+                latest: dict[str, TelemetryRow] = {}
                 for s in samples:
                     best = latest.get(s.device_id)
-                    if best is None or s.seq > best.seq:
+                    if best is None or (s.seq, s.idx) > (best.seq, best.idx):
                         latest[s.device_id] = s
                 # The guard on health_seq keeps a late, older sample from replacing a newer one.
                 cur.executemany(
@@ -472,7 +481,8 @@ class SqlStore:
             if kept_events:
                 cur.executemany(
                     self._sql(
-                        f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                        f"INSERT INTO events ({_EVENT_COLUMNS}) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                         "ON CONFLICT (device_id, seq) DO NOTHING"
                     ),
                     [
@@ -485,6 +495,7 @@ class SqlStore:
                             e.bundle,
                             e.directive_seq,
                             e.reason,
+                            json.dumps(e.figures, sort_keys=True),
                         )
                         for e in kept_events
                     ],
@@ -539,18 +550,18 @@ class SqlStore:
         result: IngestCounts = self._run(write)
         return result
 
-    def telemetry_for(self, device_id: str, *, limit: int = 100) -> list[TelemetrySample]:
-        def read(cur: Any) -> list[TelemetrySample]:
+    def telemetry_for(self, device_id: str, *, limit: int = 100) -> list[TelemetryRow]:
+        def read(cur: Any) -> list[TelemetryRow]:
             cur.execute(
                 self._sql(
                     f"SELECT {_TELEMETRY_COLUMNS} FROM telemetry WHERE device_id = ? "
-                    "ORDER BY seq DESC LIMIT ?"
+                    "ORDER BY seq DESC, idx DESC LIMIT ?"
                 ),
                 (device_id, limit),
             )
             return [_telemetry(r) for r in cur.fetchall()]
 
-        result: list[TelemetrySample] = self._run(read)
+        result: list[TelemetryRow] = self._run(read)
         return result
 
     def events_for(self, device_id: str, *, limit: int = 100) -> list[EventRecord]:

@@ -25,7 +25,7 @@ from edgeops.fleet.registry.records import (
     RolloutRecord,
     RolloutRequest,
     StateUpdate,
-    TelemetrySample,
+    TelemetryRow,
 )
 
 ROLLOUT_ACTIONS = ("pause", "resume", "abort")
@@ -92,14 +92,14 @@ class RegistryStore(Protocol):
         *,
         states: Iterable[StateUpdate] = (),
         events: Iterable[EventRecord] = (),
-        telemetry: Iterable[TelemetrySample] = (),
+        telemetry: Iterable[TelemetryRow] = (),
         seen: Mapping[str, float] | None = None,
     ) -> IngestCounts:
         """Write one batch in one transaction. Duplicates by (device, seq) are dropped,
         stale states ignored, messages from devices the registry does not know dropped;
         ``seen`` moves each device's last-seen time forward."""
 
-    def telemetry_for(self, device_id: str, *, limit: int = 100) -> list[TelemetrySample]:
+    def telemetry_for(self, device_id: str, *, limit: int = 100) -> list[TelemetryRow]:
         """A device's latest samples, newest first."""
 
     def events_for(self, device_id: str, *, limit: int = 100) -> list[EventRecord]:

@@ -12,7 +12,7 @@ from edgeops.fleet.registry import (
     RolloutRecord,
     SqliteStore,
     StateUpdate,
-    TelemetrySample,
+    TelemetryRow,
     WaveRecord,
 )
 from edgeops.fleet.registry.migrations import LATEST_VERSION
@@ -25,10 +25,10 @@ def store():
     s.close()
 
 
-def sample(device: str, seq: int, **kw) -> TelemetrySample:
+def sample(device: str, seq: int, **kw) -> TelemetryRow:
     values = {"ts": 1000.0 + seq, "bundle": "sha256:a", "p95_ms": 10.0, "error_rate": 0.0}
     values.update(kw)
-    return TelemetrySample(device_id=device, seq=seq, **values)
+    return TelemetryRow(device_id=device, seq=seq, **values)
 
 
 def test_schema_is_migrated_to_the_latest_version(store):
@@ -166,6 +166,7 @@ def test_events_are_kept_newest_first_without_duplicates(store):
             bundle="sha256:b",
             directive_seq=4,
             reason="p95 over budget",
+            figures={"p95_ms": 41.2},
         ),
     ]
     assert store.ingest(events=events).written == 2
@@ -173,6 +174,7 @@ def test_events_are_kept_newest_first_without_duplicates(store):
     history = store.events_for("d1")
     assert [e.state for e in history] == ["rolled_back", "downloading"]
     assert history[0].reason == "p95 over budget"
+    assert history[0].figures == {"p95_ms": 41.2}
 
 
 def test_mean_p95_per_device_for_a_bundle(store):
@@ -255,3 +257,13 @@ def test_rollout_requests_queue_until_handled(store):
     store.save_rollout(rollout(status="succeeded"))
     with pytest.raises(ConfigError, match="already finished"):
         store.add_rollout_request("r1", "abort", reason="", now=1.0)
+
+
+def test_a_replayed_multi_sample_message_is_dropped_whole(store):
+    store.add_device("d1", group="lab", board=None, now=1.0)
+    message = [sample("d1", 7, idx=i, ts=100.0 + i, p95_ms=float(i)) for i in range(3)]
+    assert store.ingest(telemetry=message).written == 3
+    replay = store.ingest(telemetry=message)
+    assert (replay.written, replay.duplicates) == (0, 3)
+    assert store.get_device("d1").p95_ms == 2.0  # the message's last sample
+    assert [(s.seq, s.idx) for s in store.telemetry_for("d1")] == [(7, 2), (7, 1), (7, 0)]
