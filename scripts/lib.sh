@@ -44,3 +44,13 @@ ensure_mosquitto() {
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
 }
+
+ensure_shellcheck() {
+    # tests/unit/test_hardware_assets.py lints hardware/assets/install.sh with it
+    if command -v shellcheck >/dev/null 2>&1; then
+        return 0
+    fi
+    step "install shellcheck from apt"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null
+}
