@@ -129,7 +129,30 @@ def convert_and_compare(
     assert len(actual) == len(expected)
     for e, a in zip(expected, actual, strict=True):
         assert a.shape == e.shape, f"output shape {a.shape}, expected {e.shape}"
+    _dump(result.tflite, feeds, expected)
     return Comparison(result, expected, actual)
+
+
+def _dump(tflite: bytes, feeds: Mapping[str, np.ndarray], expected: list[np.ndarray]) -> None:
+    """With ``EDGEOPS_DUMP_CONVERTED=DIR``, keep each converted model and its reference.
+
+    Lets the same conformance cases be replayed in another runtime (the numpy<2
+    tflite-runtime 2.14 venv) without converting there.
+    """
+    import hashlib
+    import os
+    from pathlib import Path
+
+    folder = os.environ.get("EDGEOPS_DUMP_CONVERTED")
+    if not folder:
+        return
+    digest = hashlib.sha256(tflite).hexdigest()[:16]
+    target = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / f"{digest}.tflite").write_bytes(tflite)
+    arrays = {f"input:{k}": v for k, v in feeds.items()}
+    arrays.update({f"output:{i}": v for i, v in enumerate(expected)})
+    np.savez(target / f"{digest}.npz", **arrays)
 
 
 def check_model(
