@@ -97,6 +97,53 @@ def compose_transpose(perm_in: Perm, onnx_perm: Sequence[int]) -> Perm:
     return tuple(inverse[a] for a in perm_in)
 
 
+def reshape_perm(in_shape: Sequence[int], out_shape: Sequence[int], perm_in: Perm) -> Perm | None:
+    """A layout for ``Reshape(x)`` that makes the reshape a plain RESHAPE of x's tensor.
+
+    A reshape splits and merges groups of adjacent dimensions. When, in ``x``'s TFLite
+    tensor, the dimensions of each group sit next to each other and in ONNX order, the
+    TFLite tensor can be reshaped group by group without moving data: the output is then
+    laid out with the groups in the order they have in ``x``'s tensor. Returns that layout,
+    or None when the groups are split up (the reshape needs the ONNX order).
+    Size-1 dimensions do not affect memory order and are ignored (placed first).
+    """
+    big_in = [a for a, d in enumerate(in_shape) if d != 1]
+    big_out = [a for a, d in enumerate(out_shape) if d != 1]
+    groups: list[tuple[list[int], list[int]]] = []
+    i = j = 0
+    while i < len(big_in) and j < len(big_out):
+        gi, gj = [big_in[i]], [big_out[j]]
+        pa, pb = in_shape[big_in[i]], out_shape[big_out[j]]
+        i, j = i + 1, j + 1
+        while pa != pb:
+            if pa < pb and i < len(big_in):
+                gi.append(big_in[i])
+                pa *= in_shape[big_in[i]]
+                i += 1
+            elif pb < pa and j < len(big_out):
+                gj.append(big_out[j])
+                pb *= out_shape[big_out[j]]
+                j += 1
+            else:
+                return None
+        groups.append((gi, gj))
+    if i != len(big_in) or j != len(big_out):
+        return None
+    held = [a for a in perm_in if in_shape[a] != 1]
+    order: list[int] = []
+    position = 0
+    while position < len(held):
+        group = next((g for g in groups if g[0][0] == held[position]), None)
+        if group is None or held[position : position + len(group[0])] != group[0]:
+            return None
+        order.extend(group[1])
+        position += len(group[0])
+    ones = [a for a, d in enumerate(out_shape) if d == 1]
+    if order == sorted(order):
+        return identity(len(out_shape))
+    return (*ones, *order)
+
+
 __all__ = [
     "NHWC",
     "Perm",
@@ -106,6 +153,7 @@ __all__ = [
     "identity",
     "insert_axes",
     "relative",
+    "reshape_perm",
     "same_memory_order",
     "tflite_axis",
     "tflite_shape",

@@ -135,8 +135,22 @@ def _reshape_to(ctx: Lowering, node: Node, name: str, out_name: str) -> None:
 
 @register("Reshape")
 def lower_reshape(ctx: Lowering, node: Node) -> None:
-    """Reshape → RESHAPE to the inferred static shape, in the ONNX element order."""
-    _reshape_to(ctx, node, node.inputs[0], node.outputs[0])
+    """Reshape → RESHAPE, keeping the input's layout when the reshape allows it.
+
+    Merging H and W of an NHWC tensor (YOLOv8's ``1×C×H×W → 1×C×HW``) is a RESHAPE of the
+    NHWC tensor to ``1×HW×C``; only when the reshape mixes dimensions the layout has
+    separated does it need the ONNX order (:func:`layout.reshape_perm`).
+    """
+    name = node.inputs[0]
+    perm = ctx.perm(name)
+    out_perm = layout.reshape_perm(ctx.shape(name), ctx.shape(node.outputs[0]), perm)
+    if out_perm is None or ctx.const(name) is not None:
+        _reshape_to(ctx, node, name, node.outputs[0])
+        return
+    x = ctx.tensor(name, perm)
+    out = ctx.output(node.outputs[0], out_perm)
+    shape = list(ctx.graph.tensors[out].shape)
+    ctx.add("RESHAPE", [x, ctx.int32("shape", shape)], [out], {"newShape": shape})
 
 
 @register("Flatten")

@@ -56,8 +56,9 @@ def test_float32_matches_onnxruntime_on_photos(
     match = match_rate(reference, outputs)
     assert match.reference_detections > 0
     assert match.matched == match.reference_detections
-    # The head's rank changes need NCHW order (3 reshapes, the DFL softmax), no other op does.
-    assert summary["ops"].get("TRANSPOSE", 0) <= 4
+    # Only the DFL bins (softmax axis last, then the 1x1 conv wants NHWC) and the class
+    # scores joining the ONNX-layout output move data; every reshape keeps the layout.
+    assert summary["ops"].get("TRANSPOSE", 0) <= 2
 
 
 def test_float16_halves_the_file_and_keeps_detections(

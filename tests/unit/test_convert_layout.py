@@ -106,3 +106,34 @@ def test_layout_algebra() -> None:
     assert not layout.same_memory_order((1, 8, 2, 1), (0, 1, 2, 3), p)
     assert layout.drop_axes(p, [1]) == (0, 1, 2)
     assert layout.insert_axes((0, 2, 1), [1]) == (0, 3, 2, 1)
+
+
+def test_reshape_perm_keeps_layout_when_groups_stay_together() -> None:
+    # NHWC tensor of a 1x82x40x40 map: merging H and W is a RESHAPE to 1x1600x82.
+    assert layout.reshape_perm((1, 82, 40, 40), (1, 82, 1600), layout.NHWC) == (0, 2, 1)
+    # Splitting the channel axis held last: 1x2100x64 -> 1x2100x4x16.
+    assert layout.reshape_perm((1, 64, 2100), (1, 4, 16, 2100), (0, 2, 1)) == (0, 3, 1, 2)
+    # Merging C with H while the layout separates them needs the ONNX order.
+    assert layout.reshape_perm((1, 8, 4, 4), (1, 32, 4), layout.NHWC) is None
+    # Identity stays identity.
+    assert layout.reshape_perm((2, 3, 4), (6, 4), (0, 1, 2)) == (0, 1)
+
+
+def test_conv_reshape_concat_head_needs_only_the_output_transpose() -> None:
+    # YOLO-style head: per-level maps flattened to 1xCxHW and concatenated along HW.
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("MaxPool", ["c"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Reshape", ["c", "s1"], ["r1"]),
+        helper.make_node("Reshape", ["p", "s2"], ["r2"]),
+        helper.make_node("Concat", ["r1", "r2"], ["cat"], axis=2),
+        helper.make_node("Sigmoid", ["cat"], ["y"]),
+    ]
+    consts = {
+        "w": _w(6, 3, 3, 3),
+        "s1": np.asarray([1, 6, 64], np.int64),
+        "s2": np.asarray([1, 6, 16], np.int64),
+    }
+    model = make_model(nodes, {"x": [1, 3, 8, 8]}, ["y"], consts)
+    comparison = check_model(model, {"x": [1, 3, 8, 8]})
+    assert comparison.count("TRANSPOSE") == 1
