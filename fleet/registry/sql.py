@@ -409,8 +409,10 @@ class SqlStore:
         events: Iterable[EventRecord] = (),
         telemetry: Iterable[TelemetryRow] = (),
         seen: Mapping[str, float] | None = None,
+        bundles: Iterable[BundleRecord] = (),
     ) -> IngestCounts:
         state_list, event_list, sample_list = list(states), list(events), list(telemetry)
+        bundle_list = list(bundles)
         seen_map = dict(seen or {})
 
         def write(cur: Any) -> IngestCounts:
@@ -421,6 +423,25 @@ class SqlStore:
             if not ids <= self._known:
                 self._refresh_known(cur)
             known = self._known
+            if bundle_list:
+                cur.executemany(
+                    self._sql(
+                        "INSERT INTO bundles (digest, name, version, release, size, manifest, "
+                        "added) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING"
+                    ),
+                    [
+                        (
+                            b.digest,
+                            b.name,
+                            b.version,
+                            b.release,
+                            b.size,
+                            json.dumps(b.manifest, sort_keys=True),
+                            b.added,
+                        )
+                        for b in bundle_list
+                    ],
+                )
             unknown = 0
             written = duplicates = stale = 0
 

@@ -94,10 +94,12 @@ class RegistryStore(Protocol):
         events: Iterable[EventRecord] = (),
         telemetry: Iterable[TelemetryRow] = (),
         seen: Mapping[str, float] | None = None,
+        bundles: Iterable[BundleRecord] = (),
     ) -> IngestCounts:
         """Write one batch in one transaction. Duplicates by (device, seq) are dropped,
         stale states ignored, messages from devices the registry does not know dropped;
-        ``seen`` moves each device's last-seen time forward."""
+        ``seen`` moves each device's last-seen time forward; ``bundles`` named in state
+        messages are recorded unless known."""
 
     def telemetry_for(self, device_id: str, *, limit: int = 100) -> list[TelemetryRow]:
         """A device's latest samples, newest first."""
