@@ -75,6 +75,9 @@ MAX_VERSIONS_TFLITE_2_14: dict[str, int] = {
     "TRANSPOSE": 6,
     "TRANSPOSE_CONV": 4,
     "ABS": 2,
+    "ARG_MAX": 2,
+    "ARG_MIN": 2,
+    "ELU": 1,
     "NEG": 2,
     "TILE": 3,
     "GELU": 2,
@@ -258,6 +261,8 @@ def _rule(graph: Graph, op: Operator) -> int:
         if in0 == _INT16:
             return 3
         return 2 if in0 in (_INT8, _UINT8) else 1
+    if code in ("ARG_MAX", "ARG_MIN"):
+        return 2 if in0 == _INT8 else 1
     if code in ("TILE",):
         return 3 if in0 == _INT8 else 1
     if code in ("ABS", "NEG", "GELU", "EXP"):

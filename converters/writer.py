@@ -81,6 +81,8 @@ _OPTIONS_OF: dict[str, str] = {
     "ABS": "AbsOptions",
     "NEG": "NegOptions",
     "GELU": "GeluOptions",
+    "ARG_MAX": "ArgMaxOptions",
+    "ARG_MIN": "ArgMinOptions",
 }
 
 _TENSOR_TYPES: dict[np.dtype[Any], str] = {
@@ -126,6 +128,7 @@ def _enum_fields() -> dict[str, Any]:
         "mode": schema.MirrorPadMode,
         "inDataType": schema.TensorType,
         "outDataType": schema.TensorType,
+        "outputType": schema.TensorType,
     }
 
 

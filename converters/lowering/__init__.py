@@ -1,10 +1,11 @@
 """Lowering: ONNX nodes to TFLite builtin operators, found from one table.
 
 :data:`OP_TABLE` maps each supported ONNX op type to the one function that lowers it; the
-functions live in one module per op family (``conv``, ``pool``, ``matmul``, ``activation``,
-``elementwise``, ``reduce``, ``tensor``, ``resize``). :func:`lower` walks the import-pass
-output in order and builds an :class:`~edgeops.converters.ir.Graph`; later passes on that
-graph (:mod:`.fuse`) fold activations into the ops in front of them.
+functions live in one module per op family (``conv``, ``pool``, ``matmul``,
+``activation``, ``elementwise``, ``normalization``, ``reduce``, ``tensor``, ``resize``).
+:func:`lower` walks the import-pass output in order and builds an
+:class:`~edgeops.converters.ir.Graph`; later passes on that graph (:mod:`.fuse`) fold
+activations into the ops in front of them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from edgeops.converters.lowering import (  # noqa: F401 - each module fills OP_T
     conv,
     elementwise,
     matmul,
+    normalization,
     pool,
     reduce,
     resize,

@@ -31,6 +31,31 @@ def _bound(ctx: Lowering, node: Node, index: int, attr: str, default: float) -> 
     return default
 
 
+@register("Elu")
+def lower_elu(ctx: Lowering, node: Node) -> None:
+    """Elu with alpha 1 → ELU (TFLite's ELU has no alpha)."""
+    if float(node.attr("alpha", 1.0)) != 1.0:
+        ctx.unsupported(f"alpha={node.attr('alpha')} (TFLite ELU has alpha 1)")
+    name = node.inputs[0]
+    perm = ctx.perm(name)
+    x = ctx.tensor(name, perm)
+    out = ctx.output(node.outputs[0], perm)
+    ctx.add("ELU", [x], [out])
+
+
+@register("Gelu")
+def lower_gelu(ctx: Lowering, node: Node) -> None:
+    """Gelu (opset 20, or fused from its Erf form by the import passes) → GELU."""
+    name = node.inputs[0]
+    perm = ctx.perm(name)
+    x = ctx.tensor(name, perm)
+    out = ctx.output(node.outputs[0], perm)
+    approximate = node.attr("approximate", "none")
+    if approximate not in ("none", "tanh"):
+        ctx.unsupported(f"approximate={approximate}")
+    ctx.add("GELU", [x], [out], {"approximate": approximate == "tanh"})
+
+
 @register("Clip")
 def lower_clip(ctx: Lowering, node: Node) -> None:
     """Clip → RELU / RELU6 / RELU_N1_TO_1 when the bounds match, else MINIMUM + MAXIMUM."""

@@ -72,6 +72,54 @@ def lower_binary(ctx: Lowering, node: Node) -> None:
     binary(ctx, node, _BINARY[node.op_type], node.inputs[0], node.inputs[1])
 
 
+@register("Sum", "Mean")
+def lower_sum_mean(ctx: Lowering, node: Node) -> None:
+    """Variadic Sum/Mean → a chain of ADDs (Mean: then MUL by 1/n)."""
+    names = [n for n in node.inputs if n]
+    perm = output_perm(ctx, node)
+    rank = len(perm)
+    out_shape = layout.tflite_shape(ctx.shape(node.outputs[0]), perm)
+    dtype = ctx.dtype(node.outputs[0])
+    if len(names) == 1 and node.op_type == "Sum":
+        ctx.alias(node.outputs[0], ctx.tensor(names[0]), ctx.perm(names[0]))
+        return
+    current = ctx.broadcast_tensor(names[0], rank, perm)
+    steps = len(names) - 1 + (1 if node.op_type == "Mean" else 0)
+    for index, name in enumerate(names[1:], start=1):
+        last = index == steps
+        target = (
+            ctx.output(node.outputs[0], perm)
+            if last
+            else ctx.temp(f"{node.outputs[0]}/partial{index}", out_shape, dtype)
+        )
+        ctx.add(
+            "ADD",
+            [current, ctx.broadcast_tensor(name, rank, perm)],
+            [target],
+            {"fusedActivationFunction": "NONE"},
+        )
+        current = target
+    if node.op_type == "Mean":
+        out = ctx.output(node.outputs[0], perm)
+        ctx.add(
+            "MUL",
+            [current, ctx.constant("inv_count", np.asarray([1 / len(names)], dtype))],
+            [out],
+            {"fusedActivationFunction": "NONE"},
+        )
+
+
+@register("Reciprocal")
+def lower_reciprocal(ctx: Lowering, node: Node) -> None:
+    """Reciprocal → DIV(1, x)."""
+    name = node.inputs[0]
+    perm = ctx.perm(name)
+    x = ctx.tensor(name, perm)
+    out = ctx.output(node.outputs[0], perm)
+    one = ctx.constant("one", np.ones((1,) * len(perm), ctx.dtype(name)))
+    ctx.add("DIV", [one, x], [out], {"fusedActivationFunction": "NONE"})
+
+
 @register(*_UNARY)
 def lower_unary(ctx: Lowering, node: Node) -> None:
     """Sqrt, Exp, Log, Neg, Abs, Floor, Ceil, Sin, Cos → the TFLite op of the same name."""

@@ -2,8 +2,9 @@
 
 Order used by :func:`edgeops.converters.pipeline.convert` (:func:`import_passes`):
 fix input shapes → shape inference → fold constants and shape subgraphs → fold
-BatchNormalization into the convolution before it → remove identities → remove dead nodes
-→ shape inference again (every value must have a static shape for lowering).
+BatchNormalization into the convolution before it → fuse exact GELU → remove identities
+→ remove dead nodes → shape inference again (every value must have a static shape for
+lowering, and every op a lowering).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from edgeops.converters.onnx_import import OnnxGraph
 from edgeops.converters.passes.batchnorm import fold_batchnorm
 from edgeops.converters.passes.cleanup import remove_dead_nodes, remove_identities
 from edgeops.converters.passes.fold import fold_constants
+from edgeops.converters.passes.gelu import fuse_gelu
 from edgeops.converters.passes.shapes import (
     fix_input_shapes,
     infer_shapes,
@@ -29,6 +31,7 @@ def import_passes(
     graph = infer_shapes(graph)
     graph = fold_constants(graph)
     graph = fold_batchnorm(graph)
+    graph = fuse_gelu(graph)
     graph = remove_identities(graph)
     graph = remove_dead_nodes(graph)
     graph = infer_shapes(graph)
@@ -40,6 +43,7 @@ __all__ = [
     "fix_input_shapes",
     "fold_batchnorm",
     "fold_constants",
+    "fuse_gelu",
     "import_passes",
     "infer_shapes",
     "remove_dead_nodes",

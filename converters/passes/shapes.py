@@ -85,6 +85,11 @@ def infer_shapes(graph: OnnxGraph) -> OnnxGraph:
     except Exception as exc:  # onnx raises InferenceError and friends
         raise ConversionError(f"ONNX shape inference failed: {exc}") from exc
     record_value_infos(result, inferred.graph)
+    # Values ONNX cannot infer (a fused op newer than the model's opset) keep what an
+    # earlier pass established.
+    for name, shape in graph.shapes.items():
+        if result.static_shape(name) is None and graph.static_shape(name) is not None:
+            result.shapes[name] = shape
     missing = [
         out
         for node in result.nodes
