@@ -2,4 +2,8 @@
 
 from __future__ import annotations
 
-from edgeops.cli import convert  # noqa: F401 - edgeops convert
+from edgeops.cli import (
+    convert,  # noqa: F401 - edgeops convert
+    rollout,  # noqa: F401 - edgeops rollout list|status|pause|resume|abort
+    status,  # noqa: F401 - edgeops status
+)
