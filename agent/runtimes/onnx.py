@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +54,7 @@ class OnnxRuntime:
             raise ModelError(
                 f"cannot load {path.name}: runtime onnxruntime is not installed"
             ) from exc
-        self._version = metadata.version("onnxruntime")
+        self._version = str(ort.__version__)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from importlib import import_module, metadata
+from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,10 +19,10 @@ from edgeops.errors import ModelError, StateError
 if TYPE_CHECKING:
     import numpy as np
 
-#: runtime name -> (module holding ``Interpreter`` and ``load_delegate``, distribution name)
-TFLITE_MODULES: dict[str, tuple[str, str]] = {
-    "ai_edge_litert": ("ai_edge_litert.interpreter", "ai-edge-litert"),
-    "tflite_runtime": ("tflite_runtime.interpreter", "tflite-runtime"),
+#: runtime name -> module holding ``Interpreter`` and ``load_delegate``
+TFLITE_MODULES: dict[str, str] = {
+    "ai_edge_litert": "ai_edge_litert.interpreter",
+    "tflite_runtime": "tflite_runtime.interpreter",
 }
 
 
@@ -66,15 +66,14 @@ class TFLiteRuntime:
     ) -> None:
         if runtime not in TFLITE_MODULES:
             raise ValueError(f"expected a runtime in {sorted(TFLITE_MODULES)}, got {runtime!r}")
-        module_name, distribution = TFLITE_MODULES[runtime]
         try:
-            module = import_module(module_name)
+            module = import_module(TFLITE_MODULES[runtime])
         except ImportError as exc:
             raise ModelError(
                 f"cannot load {path.name}: runtime {runtime} is not installed"
             ) from exc
         self._name = runtime
-        self._version = metadata.version(distribution)
+        self._version = str(getattr(import_module(runtime), "__version__", "unknown"))
         self._lock = threading.Lock()
         for library in delegates:
             _check_loadable(library, path)

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -76,7 +77,7 @@ def request(conn, method: str, path: str, body: bytes | None = None, headers=Non
     return response.status, response.getheaders(), response.read()
 
 
-def get_json(conn, path: str) -> tuple[int, dict]:
+def get_json(conn, path: str) -> tuple[int, dict[str, Any]]:
     status, _, body = request(conn, "GET", path)
     return status, json.loads(body)
 

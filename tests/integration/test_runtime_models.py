@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(params=["ai_edge_litert", "onnxruntime"])
-def add_model(request, tmp_path: Path) -> ModelRuntime:
+def add_model(request, tmp_path: Path) -> Iterator[ModelRuntime]:
     runtime = request.param
     if runtime == "onnxruntime":
         path = tmp_path / "add.onnx"

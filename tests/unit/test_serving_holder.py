@@ -55,9 +55,10 @@ def test_swap_switches_at_once_and_closes_old_after_its_requests() -> None:
     time.sleep(0.05)
     # the new model answers while the old one still has a request in flight
     assert holder.infer({"x": X})["y"][0, 0] == 2.0
-    assert not slow.closed
+    closed_while_in_flight = slow.closed
     thread.join()
     swapper.join()
+    assert not closed_while_in_flight
     assert results == [1.0]  # the in-flight request finished on the old model
     assert slow.closed
     assert not fast.closed
@@ -112,7 +113,7 @@ def test_close_old_false_keeps_previous_loaded_for_fast_rollback() -> None:
     assert second.closed
     assert holder.infer({"x": X})["y"][0, 0] == 1.0
     with pytest.raises(StateError, match="cannot retire the active model"):
-        holder.retire(holder.active)  # type: ignore[arg-type]
+        holder.retire(holder.active)
 
 
 def test_retire_closes_even_when_drain_times_out() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
@@ -48,7 +49,7 @@ def test_request_roundtrip(binary: bool) -> None:
 
 @pytest.mark.parametrize("binary", [True, False])
 def test_response_roundtrip(binary: bool) -> None:
-    outputs = {
+    outputs: dict[str, np.ndarray] = {
         "boxes": np.arange(12, dtype=np.float32).reshape(1, 3, 4),
         "half": np.array([1.5, 2.0], np.float16),
     }
@@ -71,7 +72,7 @@ def test_response_roundtrip(binary: bool) -> None:
 
 
 def test_binary_for_some_outputs_only() -> None:
-    outputs = {"a": np.ones(2, np.float32), "b": np.zeros(3, np.int64)}
+    outputs: dict[str, np.ndarray] = {"a": np.ones(2, np.float32), "b": np.zeros(3, np.int64)}
     body, length = encode_response(
         model_name="m", model_version="1", outputs=outputs, binary={"b": True}
     )
@@ -100,11 +101,11 @@ def test_nested_json_data_is_accepted() -> None:
     np.testing.assert_array_equal(decoded.inputs["scale"], [1.0, 2.0])
 
 
-def body_of(*entries: dict, **extra) -> bytes:
+def body_of(*entries: Mapping[str, object], **extra: object) -> bytes:
     return json.dumps({"inputs": list(entries), **extra}).encode()
 
 
-SCALE = {"name": "scale", "datatype": "FP32", "shape": [2], "data": [1.0, 2.0]}
+SCALE: dict[str, object] = {"name": "scale", "datatype": "FP32", "shape": [2], "data": [1.0, 2.0]}
 
 
 @pytest.mark.parametrize(
