@@ -1,0 +1,301 @@
+"""Bundles over MQTT: publish once as retained chunks, fetch with resume.
+
+The fleet calls :func:`publish_bundle` once per bundle whatever the fleet size: each chunk
+is one retained QoS 1 message, and the meta goes last so that a device that sees the meta
+finds every chunk already on the broker. The broker fans the bytes out.
+
+A device runs a :class:`BundleFetcher`: it subscribes to the bundle's meta, checks it against
+the signed directive (digest, size, cap), then subscribes to a window of missing chunk
+topics, one topic per chunk, unsubscribing each as it arrives. The link's subscriptions are
+therefore always exactly the chunks still missing, so after a reconnect the link's
+re-subscribe makes the broker resend only those (retained messages are re-sent on every
+subscribe, MQTT 3.1.1 §3.8.4). A chunk whose SHA-256 is wrong is requested again by
+subscribing to its topic again, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+from edgeops.errors import ConfigError, EdgeopsError, InputError, ProtocolError, TransportError
+from edgeops.mqtt.link import Ack, Link, Message
+from edgeops.protocol.chunks import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MAX_BUNDLE,
+    ChunkAssembler,
+    Sink,
+    split_chunks,
+)
+from edgeops.protocol.messages import BundleMeta
+from edgeops.protocol.topics import (
+    TopicKind,
+    bundle_chunk_topic,
+    bundle_meta_topic,
+    parse_topic,
+)
+
+DEFAULT_WINDOW = 32
+DEFAULT_MAX_REFETCH = 3
+
+
+def _wait_all(acks: deque[Ack], keep: int, timeout: float) -> None:
+    while len(acks) > keep:
+        acks.popleft().wait(timeout)
+
+
+def publish_bundle(
+    link: Link,
+    fleet: str,
+    source: bytes | Path | str,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    *,
+    timeout: float = 60.0,
+    in_flight: int = 16,
+) -> BundleMeta:
+    """Publish a bundle's chunks and then its meta, retained, each exactly once.
+
+    Waits for the broker's PUBACK of every message (at most ``in_flight`` outstanding, so
+    memory stays at a few chunks); TransportError if one does not come within ``timeout``.
+    """
+    meta, chunks = split_chunks(source, chunk_size)
+    acks: deque[Ack] = deque()
+    for index, chunk in enumerate(chunks):
+        topic = bundle_chunk_topic(fleet, meta.digest, index)
+        acks.append(link.publish(topic, chunk, qos=1, retain=True))
+        _wait_all(acks, in_flight, timeout)
+    _wait_all(acks, 0, timeout)
+    link.publish(bundle_meta_topic(fleet, meta.digest), meta.to_bytes(), qos=1, retain=True).wait(
+        timeout
+    )
+    return meta
+
+
+def unpublish_bundle(link: Link, fleet: str, meta: BundleMeta, *, timeout: float = 60.0) -> None:
+    """Clear a bundle's retained meta and chunks from the broker (meta first)."""
+    link.publish(bundle_meta_topic(fleet, meta.digest), b"", qos=1, retain=True).wait(timeout)
+    acks: deque[Ack] = deque()
+    for index in range(meta.chunk_count):
+        topic = bundle_chunk_topic(fleet, meta.digest, index)
+        acks.append(link.publish(topic, b"", qos=1, retain=True))
+        _wait_all(acks, 16, timeout)
+    _wait_all(acks, 0, timeout)
+
+
+class BundleFetcher:
+    """Fetches one bundle into ``sink`` over ``link``; see the module docstring.
+
+    ``digest`` and ``size`` come from the verified, signed directive. ``on_progress`` is
+    called on the link's thread with ``(received_bytes, size)`` after each new chunk.
+    """
+
+    def __init__(
+        self,
+        link: Link,
+        fleet: str,
+        *,
+        digest: str,
+        size: int,
+        sink: Sink,
+        max_total: int = DEFAULT_MAX_BUNDLE,
+        window: int = DEFAULT_WINDOW,
+        max_refetch: int = DEFAULT_MAX_REFETCH,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        if window < 1 or max_refetch < 0:
+            raise ConfigError(
+                f"expected window >= 1 and max_refetch >= 0, got {window}, {max_refetch}"
+            )
+        self._link = link
+        self._fleet = fleet
+        self._assembler = ChunkAssembler(digest, size, sink, max_total=max_total)
+        self._meta_topic = bundle_meta_topic(fleet, digest)
+        self._window = window
+        self._max_refetch = max_refetch
+        self._on_progress = on_progress
+        self._lock = threading.RLock()
+        self._done = threading.Event()
+        self._error: EdgeopsError | None = None
+        self._subscribed: set[int] = set()
+        self._retries: dict[int, int] = {}
+        self._started = False
+        self.deliveries = 0
+        """Chunk messages handled, duplicates and bad ones included."""
+        self.refetched = 0
+        """Chunks requested again because their bytes did not match the meta."""
+
+    @property
+    def digest(self) -> str:
+        return self._assembler.digest
+
+    def start(self) -> None:
+        """Subscribe to the meta; the rest happens on the link's thread."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        self._link.subscribe(self._meta_topic, self._handle_meta)
+
+    def wait(self, timeout: float) -> None:
+        """Block until the whole bundle is in the sink and its SHA-256 checked.
+
+        TransportError if it does not complete within ``timeout`` (the fetch goes on; call
+        ``wait`` again or :meth:`cancel`); the fetch's own error if it failed.
+        """
+        if not self._done.wait(timeout):
+            received, total = self.progress()
+            raise TransportError(
+                f"bundle {self.digest[:12]}: {received} of {total or '?'} chunks "
+                f"after {timeout:g} s"
+            )
+        if self._error is not None:
+            raise self._error
+
+    def cancel(self) -> None:
+        """Stop fetching and drop every subscription this fetcher holds."""
+        with self._lock:
+            indexes = sorted(self._subscribed)
+            self._subscribed.clear()
+            meta_pending = self._assembler.meta is None
+        if meta_pending:
+            self._link.unsubscribe(self._meta_topic)
+        for index in indexes:
+            self._link.unsubscribe(bundle_chunk_topic(self._fleet, self.digest, index))
+
+    @property
+    def done(self) -> bool:
+        """True once the fetch completed or failed."""
+        return self._done.is_set()
+
+    @property
+    def error(self) -> EdgeopsError | None:
+        return self._error
+
+    def progress(self) -> tuple[int, int]:
+        """``(chunks received, chunk count)``; the count is 0 before the meta arrives."""
+        with self._lock:
+            meta = self._assembler.meta
+            return self._assembler.received, 0 if meta is None else meta.chunk_count
+
+    def missing(self) -> list[int]:
+        """Chunk indexes still missing (empty before the meta arrives)."""
+        with self._lock:
+            return self._assembler.missing()
+
+    # -- on the link's thread -------------------------------------------------------------
+
+    def _handle_meta(self, message: Message) -> None:
+        with self._lock:
+            if self._done.is_set() or self._assembler.meta is not None:
+                return
+            try:
+                self._assembler.accept_meta(BundleMeta.from_bytes(message.payload))
+            except EdgeopsError as exc:
+                self._fail(exc)
+                return
+        self._link.unsubscribe(self._meta_topic)
+        self._fill_window()
+
+    def _fill_window(self) -> None:
+        with self._lock:
+            if self._done.is_set():
+                return
+            wanted = [i for i in self._assembler.missing() if i not in self._subscribed]
+            room = self._window - len(self._subscribed)
+            chosen = wanted[: max(room, 0)]
+            self._subscribed.update(chosen)
+        for index in chosen:
+            self._link.subscribe(
+                bundle_chunk_topic(self._fleet, self.digest, index), self._handle_chunk
+            )
+
+    def _handle_chunk(self, message: Message) -> None:
+        try:
+            topic = parse_topic(message.topic)
+        except ProtocolError:
+            return
+        if topic.kind is not TopicKind.BUNDLE_CHUNK or topic.digest != self.digest:
+            return
+        index = topic.index
+        assert index is not None
+        refetch = False
+        with self._lock:
+            if self._done.is_set():
+                return
+            self.deliveries += 1
+            try:
+                new = self._assembler.add(index, message.payload)
+            except InputError as exc:
+                tries = self._retries.get(index, 0) + 1
+                self._retries[index] = tries
+                if tries > self._max_refetch:
+                    self._fail(exc)
+                    return
+                self.refetched += 1
+                refetch = True
+                new = False
+            if not refetch:
+                was_subscribed = index in self._subscribed
+                self._subscribed.discard(index)
+        if refetch:
+            # Subscribing again to the same filter makes the broker resend its retained copy.
+            self._link.subscribe(message.topic, self._handle_chunk)
+            return
+        if was_subscribed:
+            self._link.unsubscribe(message.topic)
+        if not new:
+            return
+        if self._on_progress is not None:
+            self._on_progress(self._assembler.received_bytes, self._assembler.size)
+        with self._lock:
+            complete = self._assembler.complete
+            if complete:
+                try:
+                    self._assembler.finish()
+                except EdgeopsError as exc:
+                    self._fail(exc)
+                    return
+                self._done.set()
+                return
+        self._fill_window()
+
+    def _fail(self, error: EdgeopsError) -> None:
+        self._error = error
+        self._done.set()
+        self.cancel()
+
+
+def fetch_bundle(
+    link: Link,
+    fleet: str,
+    *,
+    digest: str,
+    size: int,
+    path: Path,
+    timeout: float,
+    max_total: int = DEFAULT_MAX_BUNDLE,
+) -> None:
+    """Fetch a bundle into ``path`` and check it; the file is removed if the fetch fails."""
+    with path.open("w+b") as sink:
+        fetcher = BundleFetcher(
+            link, fleet, digest=digest, size=size, sink=sink, max_total=max_total
+        )
+        fetcher.start()
+        try:
+            fetcher.wait(timeout)
+        except BaseException:
+            fetcher.cancel()
+            path.unlink(missing_ok=True)
+            raise
+
+
+__all__ = [
+    "DEFAULT_MAX_REFETCH",
+    "DEFAULT_WINDOW",
+    "BundleFetcher",
+    "fetch_bundle",
+    "publish_bundle",
+    "unpublish_bundle",
+]
