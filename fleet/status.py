@@ -185,6 +185,32 @@ STATUS_COLUMNS = (
 )
 
 
+NUMERIC_COLUMNS = frozenset({"p95 ms", "errors", "drift", "temp °C"})
+
+
+def aligned_lines(
+    columns: tuple[str, ...], rows: list[tuple[str, ...]], *, right: frozenset[str] = frozenset()
+) -> list[str]:
+    """Header and rows as text lines with aligned columns (two spaces apart).
+
+    Hand-aligned rather than a rich Table: rich measures every cell of every row, which
+    costs about half a second for a thousand devices, half the budget of ``edgeops status``.
+    """
+    widths = [len(c) for c in columns]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+
+    def line(cells: tuple[str, ...]) -> str:
+        parts = [
+            cell.rjust(widths[i]) if columns[i] in right else cell.ljust(widths[i])
+            for i, cell in enumerate(cells)
+        ]
+        return "  ".join(parts).rstrip()
+
+    return [line(columns), *(line(row) for row in rows)]
+
+
 # -- rollouts --------------------------------------------------------------------------------
 
 
@@ -255,12 +281,14 @@ def rollout_status(store: RegistryStore, rollout_id: str | None = None) -> Rollo
 
 
 __all__ = [
+    "NUMERIC_COLUMNS",
     "STATUS_COLUMNS",
     "DeviceStatus",
     "FleetStatus",
     "FleetSummary",
     "RolloutView",
     "ago",
+    "aligned_lines",
     "fleet_status",
     "list_rollouts",
     "rollout_status",

@@ -55,19 +55,23 @@ def make_console() -> Any:
 
 
 def _print_status(status: Any) -> None:
-    from rich.table import Table
+    import sys
 
-    from edgeops.fleet.status import STATUS_COLUMNS, status_table_rows, summary_line
+    from edgeops.fleet.status import (
+        NUMERIC_COLUMNS,
+        STATUS_COLUMNS,
+        aligned_lines,
+        status_table_rows,
+        summary_line,
+    )
 
-    console = make_console()
-    console.print(summary_line(status), highlight=False)
+    styled = sys.stdout.isatty()
+    typer.echo(summary_line(status))
     if not status.devices:
-        console.print("no devices enrolled", style="dim")
+        typer.echo("no devices enrolled")
         return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in STATUS_COLUMNS:
-        numeric = column in ("p95 ms", "errors", "drift", "temp °C")
-        table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
-    for row, device in zip(status_table_rows(status), status.devices, strict=True):
-        table.add_row(*row, style=None if device.online else "dim")
-    console.print(table, highlight=False)
+    lines = aligned_lines(STATUS_COLUMNS, status_table_rows(status), right=NUMERIC_COLUMNS)
+    typer.echo(typer.style(lines[0], bold=True) if styled else lines[0])
+    for text, device in zip(lines[1:], status.devices, strict=True):
+        # Offline devices fade so the eye lands on the live fleet.
+        typer.echo(typer.style(text, dim=True) if styled and not device.online else text)
