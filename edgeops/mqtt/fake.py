@@ -230,6 +230,15 @@ class FakeLink:
             self._wants_connection = False
             raise TransportError(f"{self._client_id}: broker not reachable (fake broker stopped)")
 
+    def reconnect(self) -> None:
+        """Come back after :meth:`FakeBroker.drop` with ``reconnect=False``, as a real link
+        does after its backoff."""
+        if self._closed:
+            raise StateError("link is closed")
+        self._wants_connection = True
+        self._attempt()
+        self._broker._pump()
+
     def close(self) -> None:
         self._wants_connection = False
         self._closed = True

@@ -1,0 +1,171 @@
+"""Bundles as retained chunks on the fake broker: publish once, fetch, resume, refetch."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import pytest
+
+from edgeops.errors import DigestMismatchError, ProtocolError, SizeLimitError, TransportError
+from edgeops.mqtt import BundleFetcher, FakeBroker, Link, Message, publish_bundle
+from edgeops.mqtt.link import Ack, MessageHandler
+from edgeops.protocol import bundle_chunk_filter, bundle_chunk_topic, bundle_meta_topic
+
+KIB = 1024
+DATA = random.Random(7).randbytes(40 * KIB + 123)
+
+
+class CorruptingLink:
+    """Wraps a link and flips a byte in the first ``times`` deliveries of one topic,
+    as a bad cable or a buggy bridge would."""
+
+    def __init__(self, inner: Link, topic: str, times: int = 1) -> None:
+        self.inner = inner
+        self.topic = topic
+        self.left = times
+
+    def subscribe(self, topic_filter: str, handler: MessageHandler, *, qos: int = 1) -> Ack:
+        def corrupting(message: Message) -> None:
+            if message.topic == self.topic and self.left > 0:
+                self.left -= 1
+                payload = bytearray(message.payload)
+                payload[0] ^= 0xFF
+                message = Message(message.topic, bytes(payload), message.retain, message.qos)
+            handler(message)
+
+        return self.inner.subscribe(topic_filter, corrupting, qos=qos)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+def _setup(window: int = 4):
+    broker = FakeBroker()
+    fleet = broker.link("fleet")
+    fleet.connect()
+    meta = publish_bundle(fleet, "acme", DATA, chunk_size=4 * KIB)
+    return broker, meta
+
+
+def _fetcher(link, meta, sink, **kw) -> BundleFetcher:
+    return BundleFetcher(link, "acme", digest=meta.digest, size=meta.total_size, sink=sink, **kw)
+
+
+def test_fleet_publishes_each_chunk_once_whatever_the_number_of_fetchers():
+    broker, meta = _setup()
+    sinks = []
+    for n in range(5):
+        link = broker.link(f"pi-{n}")
+        link.connect()
+        sink = io.BytesIO()
+        fetcher = _fetcher(link, meta, sink, window=3)
+        fetcher.start()
+        fetcher.wait(1)
+        assert fetcher.deliveries == meta.chunk_count
+        assert link.subscriptions == []
+        sinks.append(sink)
+    assert all(sink.getvalue() == DATA for sink in sinks)
+    assert len(broker.publishes_to(bundle_chunk_filter("acme", meta.digest))) == meta.chunk_count
+    assert len(broker.publishes_to(bundle_meta_topic("acme", meta.digest))) == 1
+
+
+def test_meta_is_published_after_every_chunk():
+    broker, meta = _setup()
+    topics = [m.topic for _, m in broker.log]
+    assert topics[-1] == bundle_meta_topic("acme", meta.digest)
+
+
+def test_a_fetch_cut_off_midway_resumes_with_only_the_missing_chunks():
+    broker, meta = _setup()
+    link = broker.link("pi")
+    link.connect()
+    sink = io.BytesIO()
+    progress: list[int] = []
+
+    def cut_after_three(received: int, total: int) -> None:
+        progress.append(received)
+        if len(progress) == 3:
+            broker.drop("pi", reconnect=False)
+
+    fetcher = _fetcher(link, meta, sink, window=4, on_progress=cut_after_three)
+    fetcher.start()
+    assert fetcher.progress() == (3, meta.chunk_count)
+    missing = fetcher.missing()
+    assert len(missing) == meta.chunk_count - 3
+    with pytest.raises(TransportError, match=f"3 of {meta.chunk_count} chunks"):
+        fetcher.wait(0.01)
+    # Only a window of missing chunks is held, so only those come back on reconnect.
+    assert len(link.subscriptions) <= 4
+    assert all(int(topic.rsplit("/", 1)[1]) in missing for topic in link.subscriptions)
+    link.reconnect()
+    fetcher.wait(1)
+    assert sink.getvalue() == DATA
+    assert fetcher.deliveries == meta.chunk_count
+
+
+def test_a_corrupt_chunk_is_detected_and_only_that_chunk_is_fetched_again():
+    broker, meta = _setup()
+    link = broker.link("pi")
+    link.connect()
+    bad_topic = bundle_chunk_topic("acme", meta.digest, 5)
+    sink = io.BytesIO()
+    fetcher = _fetcher(CorruptingLink(link, bad_topic, times=2), meta, sink)
+    fetcher.start()
+    fetcher.wait(1)
+    assert sink.getvalue() == DATA
+    assert fetcher.refetched == 2
+    assert fetcher.deliveries == meta.chunk_count + 2
+
+
+def test_a_chunk_that_stays_corrupt_fails_the_fetch_after_the_refetch_limit():
+    broker, meta = _setup()
+    link = broker.link("pi")
+    link.connect()
+    bad_topic = bundle_chunk_topic("acme", meta.digest, 2)
+    fetcher = _fetcher(
+        CorruptingLink(link, bad_topic, times=100), meta, io.BytesIO(), max_refetch=3
+    )
+    fetcher.start()
+    with pytest.raises(DigestMismatchError, match="chunk 2"):
+        fetcher.wait(1)
+    assert link.subscriptions == []
+
+
+def test_meta_for_another_size_than_the_directive_is_refused():
+    broker, meta = _setup()
+    link = broker.link("pi")
+    link.connect()
+    fetcher = BundleFetcher(
+        link, "acme", digest=meta.digest, size=meta.total_size + 1, sink=io.BytesIO()
+    )
+    fetcher.start()
+    with pytest.raises(SizeLimitError, match="signed directive"):
+        fetcher.wait(1)
+
+
+def test_garbage_in_the_meta_topic_fails_clearly():
+    broker = FakeBroker()
+    fleet = broker.link("fleet")
+    fleet.connect()
+    digest = "ee" * 32
+    fleet.publish(bundle_meta_topic("acme", digest), b"not json", retain=True)
+    link = broker.link("pi")
+    link.connect()
+    fetcher = BundleFetcher(link, "acme", digest=digest, size=100, sink=io.BytesIO())
+    fetcher.start()
+    with pytest.raises(ProtocolError, match="bundle meta"):
+        fetcher.wait(1)
+
+
+def test_a_bundle_above_the_device_cap_is_refused_before_subscribing():
+    broker, meta = _setup()
+    with pytest.raises(SizeLimitError):
+        BundleFetcher(
+            broker.link("pi"),
+            "acme",
+            digest=meta.digest,
+            size=meta.total_size,
+            sink=io.BytesIO(),
+            max_total=KIB,
+        )
