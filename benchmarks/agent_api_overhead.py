@@ -1,14 +1,16 @@
 """Inference API overhead over the in-process call, and the idle RSS of a serving process.
 
-    python benchmarks/agent_api_overhead.py [--requests 500]
+    python benchmarks/agent_api_overhead.py [--requests 500] [--model MODEL.tflite]
 
 Prints one JSON object. The model takes a 1x320x320x3 uint8 image (DEQUANTIZE + MEAN on
 LiteRT, so the runtime reads every pixel); the HTTP path uses the binary tensor data
 extension over a keep-alive loopback connection. In-process and HTTP calls alternate in the
 same run, so both see the same machine state; the target is overhead_p50_ms <= 2.
 
-The RSS figure comes from a separate process that loads the model, starts the server,
-answers one request and then idles, as the agent's serving part does on a board.
+``--model`` measures another model instead (random inputs of its input specs), e.g. a
+YOLOv8n converted with ``edgeops convert``. The RSS figure comes from a separate process
+that loads the model, starts the server, answers one request and then idles, as the
+agent's serving part does on a board.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,10 +64,25 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
+def random_inputs(specs: Any, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    inputs: dict[str, np.ndarray] = {}
+    for spec in specs:
+        shape = tuple(1 if dim == -1 else dim for dim in spec.shape)
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind in "ui":
+            info = np.iinfo(dtype)
+            inputs[spec.name] = rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
+        else:
+            inputs[spec.name] = rng.random(shape).astype(dtype)
+    return inputs
+
+
 def measure_latency(model_path: Path, requests: int) -> dict[str, float]:
     holder = ModelHolder()
     holder.swap(load_model(model_path), ModelInfo(name="meanpix"))
-    image = np.random.default_rng(0).integers(0, 256, (1, 320, 320, 3), dtype=np.uint8)
+    assert holder.active is not None
+    inputs = random_inputs(holder.active.inputs)
     in_process: list[float] = []
     over_http: list[float] = []
     with InferenceServer(holder, ApiConfig(port=0)) as server:
@@ -72,26 +90,26 @@ def measure_latency(model_path: Path, requests: int) -> dict[str, float]:
 
         def call_http() -> np.ndarray:
             # encoding the request is part of what an app pays for the HTTP path
-            body, headers = encode_request({"image": image})
+            body, headers = encode_request(inputs)
             conn.request("POST", "/v2/models/meanpix/infer", body=body, headers=headers)
             response = conn.getresponse()
             payload = response.read()
             if response.status != 200:
                 raise RuntimeError(payload.decode())
             length = response.getheader(HEADER_LENGTH)
-            return decode_response(payload, int(length) if length else None)["mean"]
+            return decode_response(payload, int(length) if length else None)
 
         for _ in range(20):  # warm-up: allocator, caches, XNNPACK
-            holder.infer({"image": image})
+            holder.infer(inputs)
             call_http()
         for _ in range(requests):
             start = time.perf_counter()
-            local = holder.infer({"image": image})["mean"]
+            local = holder.infer(inputs)
             in_process.append(time.perf_counter() - start)
             start = time.perf_counter()
             remote = call_http()
             over_http.append(time.perf_counter() - start)
-            if not np.array_equal(local, remote):
+            if any(not np.array_equal(local[key], remote[key]) for key in local):
                 raise RuntimeError("HTTP and in-process answers differ")
         conn.close()
     holder.close()
@@ -120,8 +138,8 @@ def measure_idle_rss(model_path: Path) -> dict[str, object]:
         assert proc.stdout is not None
         port_text, heavy = proc.stdout.readline().split()
         conn = http.client.HTTPConnection("127.0.0.1", int(port_text), timeout=30)
-        image = np.zeros((1, 320, 320, 3), np.uint8)
-        body, headers = encode_request({"image": image})
+        specs = load_model(model_path).inputs
+        body, headers = encode_request(random_inputs(specs))
         conn.request("POST", "/v2/models/meanpix/infer", body=body, headers=headers)
         response = conn.getresponse()
         response.read()
@@ -145,13 +163,17 @@ def measure_idle_rss(model_path: Path) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--model", type=Path, help="a .tflite to measure instead")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        model_path = Path(tmp) / "image_mean.tflite"
-        model_path.write_bytes(tflite_image_mean_model())
+        model_path = args.model or Path(tmp) / "image_mean.tflite"
+        if args.model is None:
+            model_path.write_bytes(tflite_image_mean_model())
+        specs = load_model(model_path).inputs
         result: dict[str, object] = {
             "benchmark": "agent_api_overhead",
-            "input": "1x320x320x3 uint8",
+            "model": model_path.name,
+            "inputs": ", ".join(f"{s.name} {list(s.shape)} {s.dtype}" for s in specs),
             "runtime": "ai_edge_litert",
             "requests": args.requests,
         }
