@@ -129,12 +129,13 @@ def test_auto_picks_litert_for_tflite_and_onnxruntime_for_onnx(tmp_path: Path) -
     assert load_model(tmp_path / "a.onnx").name == "onnxruntime"
 
 
-def test_importing_the_runtimes_loads_no_heavy_module() -> None:
+def test_importing_runtimes_serving_telemetry_hardware_loads_no_heavy_module() -> None:
     code = (
         "import sys, edgeops.agent, edgeops.agent.runtimes, edgeops.agent.runtimes.tflite, "
-        "edgeops.agent.runtimes.onnx\n"
+        "edgeops.agent.runtimes.onnx, edgeops.agent.runtimes.testing, edgeops.agent.serving, "
+        "edgeops.agent.telemetry, edgeops.hardware\n"
         "heavy = {'numpy', 'onnx', 'onnxruntime', 'typer', 'rich', 'ai_edge_litert', "
-        "'tflite_runtime'}\n"
+        "'tflite_runtime', 'importlib.metadata'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )
     result = subprocess.run(
