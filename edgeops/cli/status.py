@@ -75,3 +75,47 @@ def _print_status(status: Any) -> None:
     for text, device in zip(lines[1:], status.devices, strict=True):
         # Offline devices fade so the eye lands on the live fleet.
         typer.echo(typer.style(text, dim=True) if styled and not device.online else text)
+
+
+# ``edgeops device revoke`` lives here until the device command group (enroll, show) exists;
+# it then moves there unchanged.
+device_app = typer.Typer(name="device", help="Enrolled devices.", no_args_is_help=True)
+app.add_typer(device_app)
+
+
+@device_app.command("revoke")
+def revoke_command(
+    device_id: Annotated[str, typer.Argument(help="The device to shut out.")],
+    *,
+    fleet: Annotated[
+        Path, typer.Option("--fleet", envvar="EDGEOPS_FLEET", help=FLEET_OPTION_HELP)
+    ] = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
+) -> None:
+    """Revoke DEVICE_ID: its certificates onto the CRL, it out of the ACL, broker reloaded.
+
+    A broker running from the fleet folder gets SIGHUP and rereads both.
+    """
+    from edgeops.errors import ConfigError
+    from edgeops.fleet.broker_config import revoke_device
+
+    if not fleet.is_dir():
+        raise ConfigError(f"expected a fleet folder at {fleet}, found none (edgeops fleet init)")
+    result = revoke_device(fleet, device_id)
+    data = {
+        "device_id": result.device_id,
+        "revoked_serials": list(result.serials),
+        "broker_reloaded": result.reloaded,
+    }
+
+    def human(_: Any) -> None:
+        typer.echo(
+            f"revoked {device_id}: {len(result.serials)} certificate(s) on the CRL; "
+            + (
+                "the broker reloaded it"
+                if result.reloaded
+                else "no running broker found: start it, or send it SIGHUP, to apply"
+            )
+        )
+
+    emit(data, as_json=as_json, human=human)

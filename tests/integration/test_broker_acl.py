@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import queue
 import subprocess
 import time
@@ -21,12 +22,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from typer.testing import CliRunner
 
 from edgeops.broker import find_mosquitto, free_port, wait_for_port
+from edgeops.cli import app
+from edgeops.cli.commands import status as _status_cli  # noqa: F401 - registers commands
 from edgeops.fleet.broker_config import (
     BrokerFiles,
     enroll_device,
-    revoke_device,
     write_broker_config,
 )
 
@@ -368,9 +371,13 @@ def test_reusing_another_devices_client_id_does_not_disconnect_it(fleet):
 
 def test_a_revoked_device_cannot_connect(fleet):
     assert can_connect(fleet, "dev-c")
-    result = revoke_device(fleet.root, "dev-c")
-    assert len(result.serials) == 1
-    assert result.reloaded, "the broker's pid file should let revoke send SIGHUP"
+    result = CliRunner().invoke(
+        app, ["device", "revoke", "dev-c", "--fleet", str(fleet.root), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert len(report["revoked_serials"]) == 1
+    assert report["broker_reloaded"], "the broker's pid file should let revoke send SIGHUP"
     deadline = time.monotonic() + 5
     while "Reloading config" not in fleet.log.read_text() and time.monotonic() < deadline:
         time.sleep(0.05)
