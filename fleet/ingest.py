@@ -34,13 +34,16 @@ from edgeops.fleet.registry import (
     StateUpdate,
     TelemetryRow,
 )
+from edgeops.mqtt.link import Ack, Link, Message
 from edgeops.protocol import (
     BundleRef,
     EventMessage,
     StateMessage,
     TelemetryMessage,
     TopicKind,
+    fleet_ingest_filters,
     parse_topic,
+    shared_filter,
 )
 
 log = logging.getLogger(__name__)
@@ -306,6 +309,21 @@ class Ingestor:
             raise
         self.stats.add(counts)
         return counts
+
+    def attach(self, link: Link, *, share_group: str | None = None) -> list[Ack]:
+        """Subscribe ``link`` to every device's state, events and telemetry and feed them
+        here. With ``share_group``, an MQTT 5 shared subscription, so that several
+        fleet-manager instances split the stream (each message reaches one of them)."""
+        acks = []
+        for topic_filter in fleet_ingest_filters(self.fleet):
+            subscription = (
+                topic_filter if share_group is None else shared_filter(share_group, topic_filter)
+            )
+            acks.append(link.subscribe(subscription, self._on_message, qos=1))
+        return acks
+
+    def _on_message(self, message: Message) -> None:
+        self.submit(message.topic, message.payload)
 
     @property
     def pending(self) -> int:

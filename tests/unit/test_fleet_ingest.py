@@ -188,3 +188,23 @@ def test_a_failed_write_keeps_the_batch_for_the_next_flush(store):
     failing.fail = False
     assert ingest.flush().written == 2
     assert ingest.stats.lost == 0
+
+
+def test_attach_feeds_a_links_device_messages_into_the_registry(store):
+    from edgeops.mqtt.fake import FakeBroker
+
+    broker = FakeBroker()
+    manager = broker.link("manager")
+    manager.connect(timeout=5)
+    device = broker.link("d1")
+    device.connect(timeout=5)
+    ingest = Ingestor(store, fleet=FLEET, batch_size=2)
+    for ack in ingest.attach(manager):
+        ack.wait(5)
+    device.publish(telemetry_topic(FLEET, "d1"), telemetry(1)).wait(5)
+    device.publish(telemetry_topic(FLEET, "d1"), telemetry(1)).wait(5)  # QoS 1 redelivery
+    device.publish(f"edgeops/v1/{FLEET}/dev/d1/directive", b"not ingested").wait(5)
+    ingest.flush()
+    assert [r.seq for r in store.telemetry_for("d1")] == [1]
+    assert (ingest.stats.received, ingest.stats.duplicates) == (2, 1)
+    broker.stop()
