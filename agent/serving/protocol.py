@@ -64,7 +64,7 @@ def _parameters(entry: Mapping[str, Any], where: str) -> Mapping[str, Any]:
 
 
 def decode_request(
-    body: bytes, header_length: int | None, specs: Sequence[TensorSpec]
+    body: bytes | bytearray, header_length: int | None, specs: Sequence[TensorSpec]
 ) -> InferRequest:
     """Decode an inference request body for a model with input ``specs``.
 
