@@ -97,16 +97,10 @@ def compose_transpose(perm_in: Perm, onnx_perm: Sequence[int]) -> Perm:
     return tuple(inverse[a] for a in perm_in)
 
 
-def reshape_perm(in_shape: Sequence[int], out_shape: Sequence[int], perm_in: Perm) -> Perm | None:
-    """A layout for ``Reshape(x)`` that makes the reshape a plain RESHAPE of x's tensor.
-
-    A reshape splits and merges groups of adjacent dimensions. When, in ``x``'s TFLite
-    tensor, the dimensions of each group sit next to each other and in ONNX order, the
-    TFLite tensor can be reshaped group by group without moving data: the output is then
-    laid out with the groups in the order they have in ``x``'s tensor. Returns that layout,
-    or None when the groups are split up (the reshape needs the ONNX order).
-    Size-1 dimensions do not affect memory order and are ignored (placed first).
-    """
+def _reshape_groups(
+    in_shape: Sequence[int], out_shape: Sequence[int]
+) -> list[tuple[list[int], list[int]]] | None:
+    """Pair runs of adjacent non-1 input axes with the runs of output axes they become."""
     big_in = [a for a, d in enumerate(in_shape) if d != 1]
     big_out = [a for a, d in enumerate(out_shape) if d != 1]
     groups: list[tuple[list[int], list[int]]] = []
@@ -129,6 +123,22 @@ def reshape_perm(in_shape: Sequence[int], out_shape: Sequence[int], perm_in: Per
         groups.append((gi, gj))
     if i != len(big_in) or j != len(big_out):
         return None
+    return groups
+
+
+def reshape_perm(in_shape: Sequence[int], out_shape: Sequence[int], perm_in: Perm) -> Perm | None:
+    """A layout for ``Reshape(x)`` that makes the reshape a plain RESHAPE of x's tensor.
+
+    A reshape splits and merges groups of adjacent dimensions. When, in ``x``'s TFLite
+    tensor, the dimensions of each group sit next to each other and in ONNX order, the
+    TFLite tensor can be reshaped group by group without moving data: the output is then
+    laid out with the groups in the order they have in ``x``'s tensor. Returns that layout,
+    or None when the groups are split up (the reshape needs the ONNX order).
+    Size-1 dimensions do not affect memory order and are ignored (placed first).
+    """
+    groups = _reshape_groups(in_shape, out_shape)
+    if groups is None:
+        return None
     held = [a for a in perm_in if in_shape[a] != 1]
     order: list[int] = []
     position = 0
@@ -144,6 +154,23 @@ def reshape_perm(in_shape: Sequence[int], out_shape: Sequence[int], perm_in: Per
     return (*ones, *order)
 
 
+def regroup_perm(in_shape: Sequence[int], out_shape: Sequence[int], perm_in: Perm) -> Perm | None:
+    """The input layout closest to ``perm_in`` for which :func:`reshape_perm` succeeds.
+
+    Each group's axes are gathered, in ONNX order, where the group's first axis sits in
+    ``perm_in``; other groups keep their places. For a channel shuffle held NHWC
+    (``N×H×W×g×C/g`` read as ``N×C/g×g×H×W``) that is one swap of the last two axes,
+    after which the RESHAPE back to ``N×C×H×W`` lands in NHWC again.
+    """
+    groups = _reshape_groups(in_shape, out_shape)
+    if groups is None:
+        return None
+    held = [a for a in perm_in if in_shape[a] != 1]
+    placed = sorted(groups, key=lambda g: min(held.index(a) for a in g[0]))
+    ones = tuple(a for a, d in enumerate(in_shape) if d == 1)
+    return (*ones, *(a for g in placed for a in g[0]))
+
+
 __all__ = [
     "NHWC",
     "Perm",
@@ -152,6 +179,7 @@ __all__ = [
     "drop_axes",
     "identity",
     "insert_axes",
+    "regroup_perm",
     "relative",
     "reshape_perm",
     "same_memory_order",

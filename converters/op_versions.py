@@ -38,6 +38,7 @@ MAX_VERSIONS_TFLITE_2_14: dict[str, int] = {
     "GATHER": 6,
     "HARD_SWISH": 1,
     "LEAKY_RELU": 2,
+    "LOCAL_RESPONSE_NORMALIZATION": 1,
     "LOGISTIC": 3,
     "MAX_POOL_2D": 3,
     "MAXIMUM": 4,

@@ -83,6 +83,7 @@ _OPTIONS_OF: dict[str, str] = {
     "GELU": "GeluOptions",
     "ARG_MAX": "ArgMaxOptions",
     "ARG_MIN": "ArgMinOptions",
+    "LOCAL_RESPONSE_NORMALIZATION": "LocalResponseNormalizationOptions",
 }
 
 _TENSOR_TYPES: dict[np.dtype[Any], str] = {

@@ -1,4 +1,4 @@
-"""LayerNormalization and InstanceNormalization, decomposed into TFLite arithmetic.
+"""LayerNormalization and InstanceNormalization (decomposed into TFLite arithmetic), LRN.
 
 TFLite has no normalization builtin, so both become
 ``d = x - MEAN(x); y = d * RSQRT(MEAN(d * d) + eps) * scale + bias`` over the normalized
@@ -123,4 +123,33 @@ def lower_instance_norm(ctx: Lowering, node: Node) -> None:
     )
 
 
-__all__ = ["lower_instance_norm", "lower_layer_norm"]
+@register("LRN")
+def lower_lrn(ctx: Lowering, node: Node) -> None:
+    """LRN across channels → LOCAL_RESPONSE_NORMALIZATION on the NHWC channel axis.
+
+    ONNX divides by ``(bias + alpha / size · Σ x²)^beta`` over ``size`` channels centred on
+    each one; TFLite sums over ``2·radius + 1`` channels with ``alpha`` unscaled, so
+    ``radius = (size − 1) / 2`` and ``alpha = alpha / size`` (odd ``size`` only: an even
+    window is not centred).
+    """
+    size = int(node.attr("size"))
+    if size % 2 == 0:
+        ctx.unsupported(f"even size={size} (the TFLite window is centred)")
+    if ctx.rank(node.inputs[0]) != 4:
+        ctx.unsupported("LRN on a tensor that is not 4-D")
+    x = ctx.tensor(node.inputs[0], layout.NHWC)
+    out = ctx.output(node.outputs[0], layout.NHWC)
+    ctx.add(
+        "LOCAL_RESPONSE_NORMALIZATION",
+        [x],
+        [out],
+        {
+            "radius": (size - 1) // 2,
+            "bias": float(node.attr("bias", 1.0)),
+            "alpha": float(node.attr("alpha", 1e-4)) / size,
+            "beta": float(node.attr("beta", 0.75)),
+        },
+    )
+
+
+__all__ = ["lower_instance_norm", "lower_layer_norm", "lower_lrn"]

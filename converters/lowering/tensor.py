@@ -142,8 +142,16 @@ def lower_reshape(ctx: Lowering, node: Node) -> None:
     separated does it need the ONNX order (:func:`layout.reshape_perm`).
     """
     name = node.inputs[0]
+    in_shape, out_shape = ctx.shape(name), ctx.shape(node.outputs[0])
     perm = ctx.perm(name)
-    out_perm = layout.reshape_perm(ctx.shape(name), ctx.shape(node.outputs[0]), perm)
+    out_perm = layout.reshape_perm(in_shape, out_shape, perm)
+    if out_perm is None and ctx.const(name) is None:
+        # Move the least data: one TRANSPOSE that gathers each group, not a full trip
+        # back to the ONNX order (channel shuffles keep their NHWC neighbours).
+        regrouped = layout.regroup_perm(in_shape, out_shape, perm)
+        if regrouped is not None and regrouped != layout.identity(len(in_shape)):
+            perm = regrouped
+            out_perm = layout.reshape_perm(in_shape, out_shape, perm)
     if out_perm is None or ctx.const(name) is not None:
         _reshape_to(ctx, node, name, node.outputs[0])
         return

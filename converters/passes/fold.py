@@ -18,8 +18,10 @@ import numpy.typing as npt
 from edgeops.converters.onnx_import import Node, OnnxGraph
 from edgeops.errors import ConversionError
 
-#: A folded constant larger than this many bytes is left as an op (keeps the model small).
-MAX_FOLDED_BYTES = 64 * 1024 * 1024
+#: A node whose folded value would exceed this many bytes is left as an op. Weights built
+#: at run time (ConstantOfShape of a VGG classifier: 400 MB) still fold; the bound stops an
+#: Expand of a constant from growing the model past what a device could load anyway.
+MAX_FOLDED_BYTES = 1024 * 1024 * 1024
 #: Ops never folded even when their inputs are constant (random or stateful).
 _NEVER_FOLD = {
     "RandomNormal",

@@ -78,3 +78,18 @@ def test_conv_relu_fuses_into_one_op() -> None:
     assert comparison.count("RELU") == 0
     conv = next(op for op in comparison.result.graph.operators if op.opcode == "CONV_2D")
     assert conv.options["fusedActivationFunction"] == "RELU"
+
+
+@pytest.mark.parametrize(
+    ("producer", "fused"),
+    [
+        (lambda: helper.make_node("Concat", ["x", "x"], ["p"], axis=1), False),
+        (lambda: helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[2, 2]), True),
+        (lambda: helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[2, 2]), True),
+        (lambda: helper.make_node("Add", ["x", "x"], ["p"]), True),
+    ],
+)
+def test_relu_after_producer(producer, fused: bool) -> None:
+    nodes = [producer(), helper.make_node("Relu", ["p"], ["y"])]
+    comparison = check_model(make_model(nodes, {"x": [1, 3, 6, 6]}, ["y"]), {"x": [1, 3, 6, 6]})
+    assert comparison.count("RELU") == (0 if fused else 1)

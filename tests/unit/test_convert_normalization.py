@@ -100,3 +100,33 @@ def test_reciprocal() -> None:
     node = helper.make_node("Reciprocal", ["x"], ["y"])
     feeds = {"x": RNG.uniform(0.5, 2, [2, 6]).astype(np.float32)}
     check_model(make_model([node], {"x": [2, 6]}, ["y"]), {"x": [2, 6]}, feeds=feeds)
+
+
+@pytest.mark.parametrize(
+    ("size", "alpha", "beta", "bias"), [(5, 1e-4, 0.75, 1.0), (3, 0.1, 0.5, 2.0)]
+)
+def test_lrn(size: int, alpha: float, beta: float, bias: float) -> None:
+    comparison = check_op(
+        "LRN", {"x": [1, 8, 5, 5]}, attrs={"size": size, "alpha": alpha, "beta": beta, "bias": bias}
+    )
+    assert comparison.count("LOCAL_RESPONSE_NORMALIZATION") == 1
+
+
+def test_channel_shuffle_moves_data_once() -> None:
+    w = RNG.normal(size=(8, 8, 1, 1)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"]),
+        helper.make_node("Reshape", ["c", "s1"], ["r"]),
+        helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1, 3, 4]),
+        helper.make_node("Reshape", ["t", "s2"], ["shuffled"]),
+        helper.make_node("Conv", ["shuffled", "w"], ["y"]),
+    ]
+    consts = {
+        "w": w,
+        "s1": np.asarray([1, 2, 4, 5, 6], np.int64),
+        "s2": np.asarray([1, 8, 5, 6], np.int64),
+    }
+    model = make_model(nodes, {"x": [1, 8, 5, 6]}, ["y"], consts)
+    comparison = check_model(model, {"x": [1, 8, 5, 6]})
+    # One TRANSPOSE for the shuffle itself, one for the NCHW model output.
+    assert comparison.count("TRANSPOSE") == 2
