@@ -106,6 +106,14 @@ class _Handler(BaseHTTPRequestHandler):
             # Small responses must not wait for Nagle's algorithm and a delayed ACK.
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # http.server calls this itself for requests it cannot parse (bad request line, too
+        # many or too long headers, unknown method); answer in the protocol's JSON form
+        # instead of its HTML page.
+        status = HTTPStatus(code)
+        self.close_connection = True
+        self._send_json(status, {"error": message or explain or status.phrase})
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("inference api: " + format, *args)
 
@@ -359,6 +367,11 @@ class _ServerMixin(socketserver.BaseServer):
         self._slots = threading.BoundedSemaphore(config.max_connections)
         self._busy = 0
         self._busy_cond = threading.Condition()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-response is routine; socketserver would print a
+        # traceback to stderr for it.
+        log.debug("inference api: connection dropped", exc_info=True)
 
     def enter_request(self) -> None:
         with self._busy_cond:

@@ -213,6 +213,26 @@ def test_missing_content_length_is_411(server: InferenceServer) -> None:
     assert reply.startswith(b"HTTP/1.1 411 ")
 
 
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /v2 HTTP/7.0\r\n\r\n", 505),
+        (b"HEAD /v2 HTTP/1.1\r\nHost: x\r\n\r\n", 501),
+        (b"GET /v2 HTTP/1.1\r\n" + b"X-Pad: y\r\n" * 200 + b"\r\n", 431),
+    ],
+)
+def test_unparsable_requests_get_json_errors(server: InferenceServer, raw: bytes, status: int):
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    with sock:
+        sock.sendall(raw)
+        reply = read_until_closed(sock)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode())
+    assert b"Content-Type: application/json" in head
+    assert json.loads(body)["error"]
+
+
 def read_until_closed(sock: socket.socket) -> bytes:
     chunks = []
     while chunk := sock.recv(65536):
