@@ -101,6 +101,7 @@ class PahoLink:
         self._failures = 0
         self._got_connack = False
         self._refused = False
+        self._version_refused = False
         self._last_error = "no connection attempt yet"
         self._closed = False
         self.connects = 0
@@ -343,12 +344,10 @@ class PahoLink:
         self._connected.clear()
 
     def _connection_ended(self, rc: int) -> None:
-        if not self._got_connack and self._use_v5 and self._settings.protocol == "auto":
-            # The broker accepted TCP but never sent a usable CONNACK: an MQTT 3.1.1 broker
-            # answering an MQTT 5 CONNECT. Speak 3.1.1 from now on.
+        if self._version_refused:
             self._fall_back_to_v311()
             return
-        if not self._connected.is_set() and not self._got_connack:
+        if not self._got_connack:
             self._note_failure(f"connection closed before CONNACK ({_rc_text(rc)})")
             return
         self._note_failure(
@@ -360,6 +359,7 @@ class PahoLink:
         old = self._client
         self._use_v5 = False
         self._refused = False
+        self._version_refused = False
         with contextlib.suppress(Exception):
             if old is not None:
                 old._reset_sockets()
@@ -383,7 +383,8 @@ class PahoLink:
             code = int(reason.value)
             self._last_error = f"broker refused the connection: {reason}"
             if code in _UNSUPPORTED_VERSION and self._use_v5 and self._settings.protocol == "auto":
-                self._got_connack = False
+                # An MQTT 3.1.1 broker answering an MQTT 5 CONNECT: speak 3.1.1 from now on.
+                self._version_refused = True
                 return
             self._refused = True
             self._outcome.set()
