@@ -86,6 +86,8 @@ def decode_request(
         request = json.loads(json_part)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InferenceInputError(f"the request is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InferenceInputError("the request's JSON is nested too deeply") from exc
     if not isinstance(request, dict):
         raise InferenceInputError("expected the request to be a JSON object")
     raw_inputs = request.get("inputs")
@@ -136,8 +138,17 @@ def decode_request(
         if "data" not in entry:
             raise InferenceInputError(f"{where}: expected 'data' or a binary_data_size parameter")
         try:
-            array = np.asarray(entry["data"], dtype=dtype)
-        except (ValueError, TypeError, OverflowError) as exc:
+            # Out-of-range values raise instead of wrapping or becoming inf, and a float
+            # for an integer tensor is refused rather than truncated.
+            with np.errstate(all="raise"):
+                if dtype.kind in "iub":
+                    probe = np.asarray(entry["data"])
+                    if probe.size and probe.dtype.kind not in "iub":
+                        raise InferenceInputError(
+                            f"{where}: expected integers for {datatype}, got {probe.dtype}"
+                        )
+                array = np.asarray(entry["data"], dtype=dtype)
+        except (ValueError, TypeError, OverflowError, FloatingPointError, RecursionError) as exc:
             raise InferenceInputError(f"{where}: data is not {datatype}: {exc}") from exc
         if array.size != count:
             raise InferenceInputError(

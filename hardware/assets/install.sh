@@ -76,7 +76,7 @@ fi
 
 say "service user $SERVICE_USER"
 if ! id -u "$SERVICE_USER" >/dev/null 2>&1; then
-    run useradd --system --no-create-home --home-dir /var/lib/edgeops \
+    run useradd --system --user-group --no-create-home --home-dir /var/lib/edgeops \
         --shell /usr/sbin/nologin "$SERVICE_USER"
 fi
 

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgeops.agent.runtimes import TensorSpec
 from edgeops.agent.serving import decode_request, decode_response, encode_request, encode_response
@@ -132,6 +134,22 @@ SCALE: dict[str, object] = {"name": "scale", "datatype": "FP32", "shape": [2], "
             "data is not UINT8",
         ),
         (body_of({k: v for k, v in SCALE.items() if k != "data"}), None, "expected 'data'"),
+        (body_of({**SCALE, "data": [1e300, 0.0]}), None, "data is not FP32: overflow"),
+        (
+            body_of(
+                {"name": "image", "datatype": "UINT8", "shape": [1, 4, 4, 3], "data": [1.5] * 48}
+            ),
+            None,
+            "expected integers for UINT8",
+        ),
+        (
+            body_of(
+                {"name": "image", "datatype": "UINT8", "shape": [1, 4, 4, 3], "data": [-1] * 48}
+            ),
+            None,
+            "data is not UINT8",
+        ),
+        (b"[" * 100_000, None, "nested too deeply"),
         (body_of(SCALE, parameters={"binary_data_output": "yes"}), None, "true or false"),
         (body_of(SCALE, outputs={"name": "y"}), None, "'outputs' to be a list"),
         (body_of(SCALE, id=5), None, "'id' to be a string"),
@@ -174,3 +192,40 @@ def test_binary_sizes_must_add_up(declared: int, actual: int, message: str) -> N
 def test_error_response_decodes_as_error() -> None:
     with pytest.raises(InferenceInputError, match="boom"):
         decode_response(b'{"error": "boom"}', None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+            lambda inner: (
+                st.lists(inner, max_size=4)
+                | st.dictionaries(
+                    st.sampled_from(
+                        [
+                            *("inputs", "name", "datatype", "shape", "data", "parameters"),
+                            *("outputs", "binary_data_size", "binary_data", "binary_data_output"),
+                            "id",
+                        ]
+                    ),
+                    inner,
+                    max_size=5,
+                )
+            ),
+            max_leaves=20,
+        ).map(lambda value: json.dumps(value).encode()),
+    ),
+    st.none() | st.integers(min_value=-5, max_value=400),
+)
+def test_any_body_is_decoded_or_refused_with_input_error(body: bytes, length: int | None) -> None:
+    # a request from outside can only end in arrays or a 400, never in another exception
+    try:
+        request = decode_request(body, length, SPECS)
+    except InferenceInputError:
+        return
+    by_name = {spec.name: spec for spec in SPECS}
+    for name, array in request.inputs.items():
+        assert array.dtype.name == by_name[name].dtype
+        assert by_name[name].accepts_shape(array.shape)
