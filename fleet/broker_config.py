@@ -49,9 +49,12 @@ from typing import Any
 
 from edgeops.errors import ConfigError, StorageError
 from edgeops.fsutil import atomic_write_bytes
+from edgeops.trust.keys import env_passphrase
 
 DEFAULT_PORT = 8883
-DEFAULT_MANAGERS = ("fleet-manager",)
+# The CN ``edgeops fleet init`` gives the fleet manager's certificate
+# (edgeops.fleet.fleetdir.MANAGER_COMMON_NAME).
+DEFAULT_MANAGERS = ("edgeops-fleet-manager",)
 CRL_VALIDITY_DAYS = 365
 TOPIC_ROOT = "edgeops/v1"
 
@@ -70,9 +73,17 @@ def check_name(kind: str, value: str) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class BrokerFiles:
-    """Where a fleet folder keeps its broker set-up (all absolute)."""
+    """Where a fleet folder keeps its broker set-up (all absolute).
+
+    The CA and the broker's certificate are where edgeops.toml's ``[paths]`` says (as
+    ``edgeops fleet init`` wrote them); the generated files sit beside edgeops.toml.
+    """
 
     root: Path
+    ca_cert: Path
+    ca_key: Path
+    server_cert: Path
+    server_key: Path
 
     @property
     def config(self) -> Path:
@@ -83,24 +94,8 @@ class BrokerFiles:
         return self.root / "mosquitto.acl"
 
     @property
-    def ca_cert(self) -> Path:
-        return self.root / "ca" / "ca.crt"
-
-    @property
-    def ca_key(self) -> Path:
-        return self.root / "ca" / "ca.key"
-
-    @property
     def crl(self) -> Path:
         return self.root / "ca" / "crl.pem"
-
-    @property
-    def server_cert(self) -> Path:
-        return self.root / "broker" / "server.crt"
-
-    @property
-    def server_key(self) -> Path:
-        return self.root / "broker" / "server.key"
 
     @property
     def data_dir(self) -> Path:
@@ -112,7 +107,23 @@ class BrokerFiles:
 
     @classmethod
     def of(cls, fleet_dir: Path) -> BrokerFiles:
-        return cls(root=Path(fleet_dir).resolve())
+        """The files of ``fleet_dir``, with the ``[paths]`` of its edgeops.toml."""
+        root = Path(fleet_dir).resolve()
+        paths = read_fleet_settings(root).get("paths", {})
+
+        def path(key: str, default: str) -> Path:
+            value = paths.get(key, default)
+            if not isinstance(value, str):
+                raise ConfigError(f"edgeops.toml: paths.{key} must be a string")
+            return (root / value).resolve()
+
+        return cls(
+            root=root,
+            ca_cert=path("ca_cert", "ca/ca.crt"),
+            ca_key=path("ca_key", "ca/ca.key"),
+            server_cert=path("server_cert", "tls/server.crt"),
+            server_key=path("server_key", "tls/server.key"),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,15 +228,21 @@ def build_crl(
     *,
     now: float,
     validity_days: int = CRL_VALIDITY_DAYS,
+    passphrase: str | None = None,
 ) -> bytes:
-    """A PEM X.509 CRL signed by the CA, listing ``(serial_hex, revoked_at)`` pairs."""
+    """A PEM X.509 CRL signed by the CA, listing ``(serial_hex, revoked_at)`` pairs.
+
+    ``passphrase`` unlocks an encrypted CA key (``EDGEOPS_KEY_PASSPHRASE`` for the fleet's).
+    """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
     try:
         ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
-        ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
+        ca_key = serialization.load_pem_private_key(
+            ca_key_pem, password=passphrase.encode() if passphrase else None
+        )
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"cannot read the fleet CA certificate or key: {exc}") from exc
     if not isinstance(
@@ -283,16 +300,26 @@ def read_fleet_settings(fleet_dir: Path) -> dict[str, Any]:
 def settings_for(
     fleet_dir: Path, *, port: int | None = None, bind: str | None = None
 ) -> BrokerSettings:
-    """Broker settings from the fleet folder's edgeops.toml, overridden by arguments."""
+    """Broker settings from the fleet folder's edgeops.toml, overridden by arguments.
+
+    The port is ``[broker] port`` when set, else the port of ``[broker] url`` (the address
+    devices and the fleet manager use), else 8883.
+    """
     data = read_fleet_settings(fleet_dir)
     fleet_section = data.get("fleet", {})
     broker_section = data.get("broker", {})
-    name = fleet_section.get("name") or data.get("name") or Path(fleet_dir).resolve().name
+    name = fleet_section.get("name") or Path(fleet_dir).resolve().name
+    if port is None:
+        port = broker_section.get("port")
+    if port is None and isinstance(broker_section.get("url"), str):
+        from edgeops.mqtt.settings import parse_mqtt_url
+
+        port = parse_mqtt_url(broker_section["url"])[1]
     managers = tuple(broker_section.get("managers", DEFAULT_MANAGERS))
     return BrokerSettings(
         user=str(broker_section.get("user") or _owner(Path(fleet_dir))),
         fleet=str(name),
-        port=int(port if port is not None else broker_section.get("port", DEFAULT_PORT)),
+        port=int(port if port is not None else DEFAULT_PORT),
         bind=bind if bind is not None else broker_section.get("bind"),
         managers=managers,
     )
@@ -333,7 +360,13 @@ def write_broker_config(
         ca_key = files.ca_key.read_bytes()
     except OSError as exc:
         raise StorageError(f"cannot prepare the broker folder: {exc}") from exc
-    crl = build_crl(ca_cert, ca_key, revoked, now=time.time() if now is None else now)
+    crl = build_crl(
+        ca_cert,
+        ca_key,
+        revoked,
+        now=time.time() if now is None else now,
+        passphrase=env_passphrase(),
+    )
     atomic_write_bytes(files.crl, crl)
     atomic_write_bytes(files.acl, render_acl(settings.fleet, devices, settings.managers).encode())
     atomic_write_bytes(files.config, render_config(settings, files).encode())

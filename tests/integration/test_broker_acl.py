@@ -222,8 +222,8 @@ class Client:
 @pytest.fixture
 def fleet(tmp_path) -> Iterator[Fleet]:
     fleet = Fleet(tmp_path / "fleet")
-    key, cert = fleet.ca.issue("fleet-manager")
-    fleet.identity("fleet-manager", cert, key)
+    key, cert = fleet.ca.issue("edgeops-fleet-manager")
+    fleet.identity("edgeops-fleet-manager", cert, key)
     write_broker_config(fleet.root)
     fleet.enroll("dev-a", "lab")
     fleet.enroll("dev-b", "lab")
@@ -267,7 +267,7 @@ def can_connect(fleet: Fleet, identity: str) -> bool:
 def test_generated_config_runs_as_is(fleet):
     text = fleet.files.config.read_text()
     assert f"listener {fleet.port} 127.0.0.1" in text
-    manager = connect(fleet, "fleet-manager")
+    manager = connect(fleet, "edgeops-fleet-manager")
     manager.subscribe(f"{BASE}/#")
     device = connect(fleet, "dev-a")
     device.publish(f"{BASE}/dev/dev-a/telemetry", b"t1")
@@ -277,7 +277,7 @@ def test_generated_config_runs_as_is(fleet):
 
 
 def test_a_device_cannot_publish_under_another_devices_topics(fleet):
-    manager = connect(fleet, "fleet-manager")
+    manager = connect(fleet, "edgeops-fleet-manager")
     manager.subscribe(f"{BASE}/#")
     intruder = connect(fleet, "dev-b")
     for kind in ("state", "events", "telemetry"):
@@ -288,7 +288,7 @@ def test_a_device_cannot_publish_under_another_devices_topics(fleet):
 
 
 def test_a_device_cannot_read_another_devices_telemetry_or_directives(fleet):
-    manager = connect(fleet, "fleet-manager")
+    manager = connect(fleet, "edgeops-fleet-manager")
     victim = connect(fleet, "dev-a")
     snoop = connect(fleet, "dev-b")
     snoop.subscribe(
@@ -314,7 +314,7 @@ def test_a_device_cannot_read_another_devices_telemetry_or_directives(fleet):
 
 
 def test_a_device_cannot_publish_a_directive_or_a_bundle(fleet):
-    manager = connect(fleet, "fleet-manager")
+    manager = connect(fleet, "edgeops-fleet-manager")
     manager.subscribe(f"{BASE}/#")
     rogue = connect(fleet, "dev-a")
     for topic in (
@@ -331,7 +331,7 @@ def test_a_device_cannot_publish_a_directive_or_a_bundle(fleet):
 
 
 def test_devices_read_their_groups_directive_and_the_bundle_topics_only(fleet):
-    manager = connect(fleet, "fleet-manager")
+    manager = connect(fleet, "edgeops-fleet-manager")
     lab = connect(fleet, "dev-a")
     field = connect(fleet, "dev-c")
     for device in (lab, field):
@@ -352,7 +352,7 @@ def test_devices_read_their_groups_directive_and_the_bundle_topics_only(fleet):
 
 
 def test_reusing_another_devices_client_id_does_not_disconnect_it(fleet):
-    manager = connect(fleet, "fleet-manager")
+    manager = connect(fleet, "edgeops-fleet-manager")
     manager.subscribe(f"{BASE}/#")
     victim = connect(fleet, "dev-a")
     impostor = connect(fleet, "dev-b", client_id="dev-a")
@@ -387,7 +387,7 @@ def test_a_revoked_device_cannot_connect(fleet):
 
 
 def test_retained_messages_survive_a_broker_restart(fleet):
-    manager = connect(fleet, "fleet-manager")
+    manager = connect(fleet, "edgeops-fleet-manager")
     manager.publish(f"{BASE}/bundle/abc/chunk/0", b"kept", retain=True)
     manager.close()
     fleet.opened.remove(manager)  # type: ignore[attr-defined]

@@ -58,7 +58,7 @@ def test_acl_gives_devices_only_their_own_topics_and_their_group():
         "pattern write edgeops/v1/demo/dev/%u/telemetry",
         "pattern read edgeops/v1/demo/dev/%u/directive",
     ]
-    assert rules[4:6] == ["user fleet-manager", "topic readwrite edgeops/v1/demo/#"]
+    assert rules[4:6] == ["user edgeops-fleet-manager", "topic readwrite edgeops/v1/demo/#"]
     assert rules[6:] == [
         "user cam-1",
         "topic read edgeops/v1/demo/group/field/directive",
@@ -83,7 +83,7 @@ def test_names_that_could_escape_a_topic_are_refused(bad):
 
 def test_a_device_cannot_take_the_managers_name():
     with pytest.raises(ConfigError, match="reserved"):
-        render_acl("demo", [("fleet-manager", "lab")])
+        render_acl("demo", [("edgeops-fleet-manager", "lab")])
 
 
 def test_config_requires_certificates_and_uses_the_cn_as_username_and_client_id(tmp_path):
@@ -126,3 +126,15 @@ def test_crl_is_signed_by_the_ca_and_lists_the_revoked_serials():
     assert crl.next_update_utc > datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=300)
     empty = x509.load_pem_x509_crl(build_crl(ca_pem, key_pem, [], now=now))
     assert len(empty) == 0
+
+
+def test_files_and_port_follow_the_fleet_folders_edgeops_toml(tmp_path):
+    (tmp_path / "edgeops.toml").write_text(
+        '[fleet]\nname = "plant"\n[broker]\nurl = "mqtts://broker.local:9993"\n'
+        '[paths]\nca_cert = "pki/ca.pem"\nserver_key = "tls/srv.key"\n'
+    )
+    files = BrokerFiles.of(tmp_path)
+    assert files.ca_cert == tmp_path.resolve() / "pki" / "ca.pem"
+    assert files.server_key == tmp_path.resolve() / "tls" / "srv.key"
+    assert files.server_cert == tmp_path.resolve() / "tls" / "server.crt"
+    assert settings_for(tmp_path).port == 9993
