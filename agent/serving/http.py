@@ -367,6 +367,7 @@ class _ServerMixin(socketserver.BaseServer):
         self._slots = threading.BoundedSemaphore(config.max_connections)
         self._busy = 0
         self._busy_cond = threading.Condition()
+        self._connections: set[socket.socket] = set()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hangs up mid-response is routine; socketserver would print a
@@ -401,10 +402,22 @@ class _ServerMixin(socketserver.BaseServer):
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        with self._busy_cond:
+            self._connections.add(request)
         try:
             super().process_request_thread(request, client_address)  # type: ignore[misc]
         finally:
+            with self._busy_cond:
+                self._connections.discard(request)
             self._slots.release()
+
+    def hang_up(self) -> None:
+        """Close every open connection (idle keep-alive ones would otherwise linger)."""
+        with self._busy_cond:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
 
 class _TcpServer(_ServerMixin, ThreadingHTTPServer):
@@ -492,6 +505,7 @@ class InferenceServer:
         server.shutdown()
         if not server.wait_idle(timeout):
             log.warning("inference API stopped with requests still running")
+        server.hang_up()
         server.server_close()
         if self._thread is not None:
             self._thread.join(timeout)

@@ -15,7 +15,11 @@ import numpy as np
 import pytest
 
 from edgeops.agent.runtimes import load_model
-from edgeops.agent.runtimes.testing import tflite_add_model, tflite_image_mean_model
+from edgeops.agent.runtimes.testing import (
+    fake_add_runtime,
+    tflite_add_model,
+    tflite_image_mean_model,
+)
 from edgeops.agent.serving import (
     HEADER_LENGTH,
     ApiConfig,
@@ -269,6 +273,36 @@ def test_connection_cap_answers_503(holder: ModelHolder) -> None:
             reply = read_until_closed(second)
         assert reply.startswith(b"HTTP/1.1 503 ")
         first.close()
+
+
+def test_stop_waits_for_a_request_and_hangs_up_idle_connections() -> None:
+    holder = ModelHolder()
+    holder.swap(fake_add_runtime(delay=0.4), ModelInfo(name="adder"))
+    server = InferenceServer(holder, ApiConfig(port=0), poll_interval=0.05)
+    server.start()
+    idle = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    idle.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert idle.recv(4096).startswith(b"HTTP/1.1 200 ")  # kept alive, now idle
+    busy = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    outcome: list[int] = []
+
+    def slow_request() -> None:
+        outcome.append(
+            infer(busy, {"x": np.zeros((1, 4), np.float32)}, path="/v2/models/adder/infer")[0]
+        )
+
+    thread = threading.Thread(target=slow_request)
+    thread.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    server.stop()
+    thread.join()
+    assert outcome == [200]  # the request under way was answered
+    assert time.monotonic() - started < 3
+    assert idle.recv(4096) == b""  # the idle keep-alive connection was closed, not left open
+    idle.close()
+    busy.close()
+    holder.close()
 
 
 def test_not_ready_without_a_model() -> None:
