@@ -192,6 +192,8 @@ class _Handler(BaseHTTPRequestHandler):
             status = exc.status
             self._send_error(exc.status, exc.message)
         except (TimeoutError, ConnectionError):
+            # the client stalled or hung up: its fault, counted as rejected, not as a success
+            status = HTTPStatus.REQUEST_TIMEOUT
             self.close_connection = True
             raise
         except Exception as exc:

@@ -260,6 +260,9 @@ def test_slow_client_times_out_and_server_keeps_serving(holder: ModelHolder) -> 
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
         assert infer(conn, {"image": image()})[0] == 200
         conn.close()
+        time.sleep(0.05)
+        snap = server.metrics.snapshot()
+        assert (snap.requests, snap.rejected) == (1, 1)  # the stalled request is no success
 
 
 def test_connection_cap_answers_503(holder: ModelHolder) -> None:
