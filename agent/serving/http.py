@@ -315,7 +315,6 @@ class _Handler(BaseHTTPRequestHandler):
             with self.server.holder.use() as model:
                 self._check_model(model, name, version)
                 request = decode_request(body, header_length, model.inputs)
-                del body  # the arrays may view it; drop the name, not the bytes
                 output_names = [spec.name for spec in model.outputs]
                 if request.outputs is not None:
                     unknown = sorted(set(request.outputs) - set(output_names))
