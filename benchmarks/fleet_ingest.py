@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeops.broker import MosquittoBroker
 from edgeops.fleet.ingest import Ingestor
@@ -97,7 +98,7 @@ def registry_rate(
 
 
 def _publish_all(host: str, port: int, messages: list[tuple[str, bytes]]) -> None:
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{time.monotonic_ns()}")
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{time.monotonic_ns()}")
     pub.max_inflight_messages_set(1000)
     pub.max_queued_messages_set(0)
     pub.connect(host, port)
@@ -122,8 +123,8 @@ def start_publisher(broker: MosquittoBroker, messages: list[tuple[str, bytes]]) 
 def mqtt_rate(
     broker: MosquittoBroker,
     messages: list[tuple[str, bytes]],
-    handle: Callable[[str, bytes], None],
-    finish: Callable[[], None] = lambda: None,
+    handle: Callable[[str, bytes], object],
+    finish: Callable[[], object] = lambda: None,
     timeout: float = 300.0,
 ) -> tuple[float, int]:
     """Publish ``messages`` at QoS 1 and time their arrival at one subscriber."""
@@ -137,12 +138,12 @@ def mqtt_rate(
         nonlocal received
         if not first:
             first.append(time.perf_counter())
-        handle(message.topic, message.payload)
+        handle(message.topic, bytes(message.payload))
         received += 1
         if received == total:
             done.set()
 
-    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sub-{time.monotonic_ns()}")
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"sub-{time.monotonic_ns()}")
     sub.on_message = on_message
     sub.on_subscribe = lambda *args: subscribed.set()
     sub.connect(broker.host, broker.port)
@@ -221,7 +222,7 @@ def main() -> None:
             rate, _ = mqtt_rate(
                 broker,
                 messages,
-                lambda topic, payload: ingest.submit(topic, payload) and None,
+                ingest.submit,
                 finish=ingest.flush,
             )
             store.close()

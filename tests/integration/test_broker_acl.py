@@ -22,11 +22,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from paho.mqtt.enums import CallbackAPIVersion
 from typer.testing import CliRunner
 
 from edgeops.broker import find_mosquitto, free_port, wait_for_port
 from edgeops.cli import app
-from edgeops.cli.commands import status as _status_cli  # noqa: F401 - registers commands
+from edgeops.cli import commands as _commands  # noqa: F401 - registers the commands
 from edgeops.fleet.broker_config import (
     BrokerFiles,
     enroll_device,
@@ -127,6 +128,7 @@ class Fleet:
         self.files.server_cert.write_bytes(cert)
         self.identities: dict[str, tuple[Path, Path]] = {}
         self.process: subprocess.Popen[bytes] | None = None
+        self.opened: list[Client] = []
         self.log = root / "broker.log"
 
     def identity(self, name: str, cert_pem: bytes, key_pem: bytes) -> None:
@@ -170,9 +172,9 @@ class Client:
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.disconnects: list[str] = []
         self.connected = queue.Queue[str]()
-        self.mqtt = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.mqtt = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
         self.mqtt.tls_set(ca_certs=str(fleet.files.ca_cert), certfile=str(cert), keyfile=str(key))
-        self.mqtt.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload))
+        self.mqtt.on_message = lambda c, u, m: self.messages.put((m.topic, bytes(m.payload)))
         self.mqtt.on_connect = lambda c, u, f, rc, p: self.connected.put(str(rc))
         self.mqtt.on_disconnect = lambda c, u, f, rc, p: self.disconnects.append(str(rc))
         self.fleet = fleet
@@ -229,19 +231,17 @@ def fleet(tmp_path) -> Iterator[Fleet]:
     fleet.enroll("dev-b", "lab")
     fleet.enroll("dev-c", "field")
     fleet.start()
-    clients: list[Client] = []
-    fleet.opened = clients  # type: ignore[attr-defined]
     try:
         yield fleet
     finally:
-        for client in clients:
+        for client in fleet.opened:
             client.close()
         fleet.stop()
 
 
 def connect(fleet: Fleet, identity: str, client_id: str | None = None) -> Client:
     client = fleet.client(identity, client_id).connect()
-    fleet.opened.append(client)  # type: ignore[attr-defined]
+    fleet.opened.append(client)
     return client
 
 
@@ -390,7 +390,7 @@ def test_retained_messages_survive_a_broker_restart(fleet):
     manager = connect(fleet, "edgeops-fleet-manager")
     manager.publish(f"{BASE}/bundle/abc/chunk/0", b"kept", retain=True)
     manager.close()
-    fleet.opened.remove(manager)  # type: ignore[attr-defined]
+    fleet.opened.remove(manager)
     fleet.stop()
     fleet.start()
     device = connect(fleet, "dev-a")

@@ -37,8 +37,8 @@ def _postgres_store():
     return PostgresStore(POSTGRES_DSN, schema=f"edgeops_test_{uuid.uuid4().hex[:12]}")
 
 
-@pytest.fixture(params=["sqlite-file", "postgres"])
-def store(request, tmp_path):
+@pytest.fixture(name="store", params=["sqlite-file", "postgres"])
+def _store(request, tmp_path):
     if request.param == "sqlite-file":
         s = SqliteStore(tmp_path / "registry.sqlite")
         yield s

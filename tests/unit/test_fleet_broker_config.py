@@ -120,7 +120,9 @@ def test_crl_is_signed_by_the_ca_and_lists_the_revoked_serials():
     ca_pem, key_pem, ca_cert = make_ca()
     now = datetime.datetime.now(datetime.UTC).timestamp()
     crl = x509.load_pem_x509_crl(build_crl(ca_pem, key_pem, [("1f2e", now)], now=now))
-    assert crl.is_signature_valid(ca_cert.public_key())
+    public = ca_cert.public_key()
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    assert crl.is_signature_valid(public)
     assert crl.issuer == ca_cert.subject
     assert [r.serial_number for r in crl] == [0x1F2E]
     assert crl.next_update_utc > datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=300)

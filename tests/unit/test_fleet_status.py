@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeops.cli import app
-from edgeops.cli.commands import rollout as _rollout_cli  # noqa: F401 - registers commands
+from edgeops.cli import commands as _commands  # noqa: F401 - registers the commands
 from edgeops.fleet.registry import (
     BundleRecord,
     SqliteStore,

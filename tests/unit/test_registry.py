@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from edgeops.errors import ConfigError
@@ -26,7 +28,12 @@ def store():
 
 
 def sample(device: str, seq: int, **kw) -> TelemetryRow:
-    values = {"ts": 1000.0 + seq, "bundle": "sha256:a", "p95_ms": 10.0, "error_rate": 0.0}
+    values: dict[str, Any] = {
+        "ts": 1000.0 + seq,
+        "bundle": "sha256:a",
+        "p95_ms": 10.0,
+        "error_rate": 0.0,
+    }
     values.update(kw)
     return TelemetryRow(device_id=device, seq=seq, **values)
 
@@ -192,7 +199,7 @@ def test_mean_p95_per_device_for_a_bundle(store):
 
 
 def rollout(status: str = "running", **kw) -> RolloutRecord:
-    values = {
+    values: dict[str, Any] = {
         "rollout_id": "r1",
         "group": "lab",
         "bundle": "sha256:b",

@@ -221,7 +221,7 @@ def test_silent_devices_count_only_after_the_wave_timeout():
     assert len(sent) == 5
     commit_healthy(ctl, sent[:3], 1.0)  # two devices say nothing
     assert ctl.step(now=599.0) == []
-    assert ctl.status is RolloutStatus.RUNNING
+    assert ctl.status.value == "running"
     assert ctl.progress(now=599.0)[0].counts["waiting"] == 2
     actions = ctl.step(now=600.0)
     assert ctl.status is RolloutStatus.ABORTED
@@ -260,7 +260,7 @@ def test_missing_health_telemetry_waits_then_fails_at_the_timeout():
         ctl.on_event(device_id, "committed", now=1.0, bundle=NEW)
     ctl.step(now=2.0)
     assert ctl.step(now=50.0) == []
-    assert ctl.status is RolloutStatus.RUNNING
+    assert ctl.status.value == "running"
     ctl.step(now=100.0)
     assert ctl.status is RolloutStatus.ABORTED
     assert "no health telemetry" in ctl.reason
