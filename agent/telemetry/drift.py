@@ -183,6 +183,18 @@ class DriftMonitor:
         import numpy as np
 
         # The numpy work happens outside the lock; only the tallies are merged under it.
+        # Extreme live values may overflow a sum of squares to inf: a score, not an error.
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._observe_sampled(inputs, outputs, offset)
+
+    def _observe_sampled(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Mapping[str, np.ndarray] | None,
+        offset: int,
+    ) -> bool:
+        import numpy as np
+
         partial: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for name, stats in self._reference.items():
             if name not in inputs:

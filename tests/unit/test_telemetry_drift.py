@@ -125,3 +125,11 @@ def test_bad_reference_is_refused() -> None:
     ref["inputs"]["x"]["histogram"] = [1.0]
     with pytest.raises(InputError, match="malformed histogram"):
         DriftMonitor(ref)
+
+
+def test_extreme_values_score_without_warnings() -> None:
+    monitor = DriftMonitor(reference_stats({"x": np.linspace(0, 1, 100)}), sample_every=1)
+    monitor.observe({"x": np.array([1e200, -1e200, np.inf, np.nan])})
+    report = monitor.score()["inputs"]["x"]
+    assert report["psi"] > 1.0
+    assert report["values"] == 2  # non-finite values are left out
