@@ -84,6 +84,7 @@ _OPTIONS_OF: dict[str, str] = {
     "ARG_MAX": "ArgMaxOptions",
     "ARG_MIN": "ArgMinOptions",
     "LOCAL_RESPONSE_NORMALIZATION": "LocalResponseNormalizationOptions",
+    "LOG_SOFTMAX": "LogSoftmaxOptions",
 }
 
 _TENSOR_TYPES: dict[np.dtype[Any], str] = {

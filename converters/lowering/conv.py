@@ -20,7 +20,7 @@ from edgeops.converters.lowering.padding import choose_padding, onnx_pads
 from edgeops.converters.onnx_import import Node
 
 
-def _as_2d(ctx: Lowering, node: Node) -> tuple[str, tuple[int, ...], bool]:
+def as_nhwc_2d(ctx: Lowering, node: Node) -> tuple[str, tuple[int, ...], bool]:
     """The input as an NHWC 4-D tensor; 1-D convs get a unit height."""
     x = node.inputs[0]
     shape = ctx.shape(x)
@@ -40,7 +40,7 @@ def _as_2d(ctx: Lowering, node: Node) -> tuple[str, tuple[int, ...], bool]:
     return ctx.unsupported(f"only 1-D and 2-D convolutions are lowered, got rank {len(shape)}")
 
 
-def _finish(ctx: Lowering, node: Node, result: str, one_d: bool) -> None:
+def finish_nhwc_2d(ctx: Lowering, node: Node, result: str, one_d: bool) -> None:
     """Declare the node output from a 4-D NHWC result."""
     name = node.outputs[0]
     if not one_d:
@@ -75,7 +75,7 @@ def lower_conv(ctx: Lowering, node: Node) -> None:
         if bias_name
         else np.zeros(out_channels, np.float32)
     )
-    x, in_shape, one_d = _as_2d(ctx, node)
+    x, in_shape, one_d = as_nhwc_2d(ctx, node)
     group = int(node.attr("group", 1))
     in_channels = in_shape[1]
     kernel, strides, dilations = _kernel_attrs(node, weight.shape[2:], one_d)
@@ -123,7 +123,7 @@ def lower_conv(ctx: Lowering, node: Node) -> None:
         _grouped(
             ctx, node, x=x, weight=weight, bias=bias, group=group, options=options, result=result
         )
-    _finish(ctx, node, result, one_d)
+    finish_nhwc_2d(ctx, node, result, one_d)
 
 
 def _grouped(

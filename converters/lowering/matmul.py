@@ -56,10 +56,9 @@ def lower_gemm(ctx: Lowering, node: Node) -> None:
         ctx.unsupported("transA=1")
     weight = ctx.const(b_name)
     c = ctx.const(c_name) if c_name else None
-    if c_name and c is None:
-        ctx.unsupported("a non-constant C")
-    if weight is None:
-        ctx.unsupported("a non-constant B")
+    if weight is None or (c_name and c is None):
+        _gemm_general(ctx, node, alpha=alpha, beta=beta)
+        return
     w = weight.astype(np.float64)
     w = w if int(node.attr("transB", 0)) else w.T  # → (out, in)
     units = w.shape[0]
@@ -69,6 +68,52 @@ def lower_gemm(ctx: Lowering, node: Node) -> None:
             ctx.unsupported(f"C of shape {c.shape} (a per-row bias)")
         bias = np.broadcast_to(c.astype(np.float64).reshape(-1), (units,)) * beta
     _fully_connected(ctx, node, a, w * alpha, bias)
+
+
+def _gemm_general(ctx: Lowering, node: Node, *, alpha: float, beta: float) -> None:
+    """Gemm with a non-constant B or C: BATCH_MATMUL (``adjY`` for transB), MUL, ADD."""
+    a, b_name = node.inputs[0], node.inputs[1]
+    c_name = node.inputs[2] if len(node.inputs) > 2 else ""
+    out_name = node.outputs[0]
+    shape = ctx.shape(out_name)
+    dtype = ctx.dtype(out_name)
+    x = ctx.tensor(a, layout.identity(2))
+    y = ctx.tensor(b_name, layout.identity(2))
+    has_c = bool(c_name)
+    product = (
+        ctx.output(out_name)
+        if alpha == 1.0 and not has_c
+        else ctx.temp(f"{out_name}/product", shape, dtype)
+    )
+    ctx.add(
+        "BATCH_MATMUL",
+        [x, y],
+        [product],
+        {"adjX": False, "adjY": bool(int(node.attr("transB", 0)))},
+    )
+    current = product
+    if alpha != 1.0:
+        scaled = ctx.output(out_name) if not has_c else ctx.temp(f"{out_name}/scaled", shape, dtype)
+        ctx.add(
+            "MUL",
+            [current, ctx.constant("alpha", np.full((1, 1), alpha, dtype))],
+            [scaled],
+            {"fusedActivationFunction": "NONE"},
+        )
+        current = scaled
+    if has_c:
+        c_const = ctx.const(c_name)
+        if c_const is not None:
+            c_tensor = ctx.constant(
+                f"{node.name}/c",
+                np.broadcast_to(c_const.astype(np.float64) * beta, shape).astype(dtype),
+            )
+        else:
+            if beta != 1.0:
+                ctx.unsupported("a non-constant C with beta != 1")
+            c_tensor = ctx.broadcast_tensor(c_name, 2, layout.identity(2))
+        out = ctx.output(out_name)
+        ctx.add("ADD", [current, c_tensor], [out], {"fusedActivationFunction": "NONE"})
 
 
 @register("MatMul")

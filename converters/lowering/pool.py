@@ -21,6 +21,7 @@ import numpy as np
 
 from edgeops.converters import layout
 from edgeops.converters.lowering.context import Lowering, register
+from edgeops.converters.lowering.conv import as_nhwc_2d, finish_nhwc_2d
 from edgeops.converters.lowering.padding import choose_padding, onnx_pads, pad_nhwc, same_pads
 from edgeops.converters.onnx_import import Node
 
@@ -41,17 +42,22 @@ def _pool_geometry(
 ) -> tuple[list[int], list[int], list[int], list[tuple[int, int]], list[tuple[int, int]]]:
     """Kernel, strides, dilations, ONNX pads and the pads a VALID pool needs (ceil_mode)."""
     shape = ctx.shape(node.inputs[0])
-    if len(shape) != 4:
-        ctx.unsupported(f"only 2-D pooling is lowered, got rank {len(shape)}")
+    if len(shape) not in (3, 4):
+        ctx.unsupported(f"only 1-D and 2-D pooling is lowered, got rank {len(shape)}")
+    dims = len(shape) - 2
     kernel = [int(k) for k in node.attr("kernel_shape")]
-    strides = [int(s) for s in node.attr("strides", [1, 1])]
-    dilations = [int(d) for d in node.attr("dilations", [1, 1])]
+    strides = [int(s) for s in node.attr("strides", [1] * dims)]
+    dilations = [int(d) for d in node.attr("dilations", [1] * dims)]
     if any(d != 1 for d in dilations):
         ctx.unsupported("dilated pooling")
     spatial = list(shape[2:])
     pads = onnx_pads(
         ctx, node, spatial=spatial, kernel=kernel, strides=strides, dilations=dilations
     )
+    if dims == 1:
+        # 1-D pooling runs as 2-D over a unit height (see conv.as_nhwc_2d).
+        kernel, strides, dilations = [1, *kernel], [1, *strides], [1, *dilations]
+        spatial, pads = [1, *spatial], [(0, 0), *pads]
     ceil = bool(node.attr("ceil_mode", 0))
     valid_pads = []
     for i in range(2):
@@ -62,6 +68,8 @@ def _pool_geometry(
         needed_after = (out - 1) * strides[i] + kernel[i] - spatial[i] - before
         valid_pads.append((before, max(needed_after, 0)))
     expected = list(ctx.shape(node.outputs[0])[2:])
+    if dims == 1:
+        expected = [1, *expected]
     produced = [(spatial[i] + sum(valid_pads[i]) - kernel[i]) // strides[i] + 1 for i in range(2)]
     if produced != expected:
         ctx.unsupported(f"pooling geometry gives {produced}, ONNX expects {expected}")
@@ -76,8 +84,8 @@ def lower_max_pool(ctx: Lowering, node: Node) -> None:
     if int(node.attr("storage_order", 0)) != 0:
         ctx.unsupported("storage_order=1")
     kernel, strides, dilations, _, valid_pads = _pool_geometry(ctx, node)
-    x = ctx.tensor(node.inputs[0], layout.NHWC)
-    spatial = list(ctx.shape(node.inputs[0])[2:])
+    x, in_shape, one_d = as_nhwc_2d(ctx, node)
+    spatial = list(in_shape[2:])
     x, padding = choose_padding(
         ctx,
         x,
@@ -88,8 +96,16 @@ def lower_max_pool(ctx: Lowering, node: Node) -> None:
         pads=valid_pads,
         pad_value=_LOWEST,
     )
-    out = ctx.output(node.outputs[0], layout.NHWC)
-    ctx.add("MAX_POOL_2D", [x], [out], _options(kernel, strides, padding))
+    result = ctx.temp(node.outputs[0], _out_nhwc(ctx, node, one_d), ctx.dtype(node.inputs[0]))
+    ctx.add("MAX_POOL_2D", [x], [result], _options(kernel, strides, padding))
+    finish_nhwc_2d(ctx, node, result, one_d)
+
+
+def _out_nhwc(ctx: Lowering, node: Node, one_d: bool) -> tuple[int, ...]:
+    shape = ctx.shape(node.outputs[0])
+    if one_d:
+        return (shape[0], 1, shape[2], shape[1])
+    return layout.tflite_shape(shape, layout.NHWC)
 
 
 def _options(kernel: list[int], strides: list[int], padding: str) -> dict[str, object]:
@@ -108,15 +124,15 @@ def lower_average_pool(ctx: Lowering, node: Node) -> None:
     """AveragePool → AVERAGE_POOL_2D, with a divisor correction where TFLite's differs."""
     kernel, strides, _, pads, valid_pads = _pool_geometry(ctx, node)
     include_pad = bool(node.attr("count_include_pad", 0))
-    shape = ctx.shape(node.inputs[0])
-    spatial = list(shape[2:])
-    x = ctx.tensor(node.inputs[0], layout.NHWC)
-    out = ctx.output(node.outputs[0], layout.NHWC)
+    x, in_shape, one_d = as_nhwc_2d(ctx, node)
+    spatial = list(in_shape[2:])
+    out = ctx.temp(node.outputs[0], _out_nhwc(ctx, node, one_d), ctx.dtype(node.inputs[0]))
     same = [same_pads(spatial[i], kernel[i], strides[i], 1) for i in range(2)]
     no_pads = all(b == 0 and a == 0 for b, a in valid_pads)
     if no_pads or (not include_pad and [tuple(p) for p in valid_pads] == same):
         padding = "VALID" if no_pads else "SAME"
         ctx.add("AVERAGE_POOL_2D", [x], [out], _options(kernel, strides, padding))
+        finish_nhwc_2d(ctx, node, out, one_d)
         return
     # VALID pool over zero-padded input divides by the full kernel area; rescale each
     # output position to ONNX's divisor.
@@ -138,6 +154,7 @@ def lower_average_pool(ctx: Lowering, node: Node) -> None:
     scale = area / np.outer(divisors[0], divisors[1])
     factor = ctx.constant(f"{node.name}/divisor", scale.reshape(1, *out_hw, 1))
     ctx.add("MUL", [pooled, factor], [out], {"fusedActivationFunction": "NONE"})
+    finish_nhwc_2d(ctx, node, out, one_d)
 
 
 @register("GlobalAveragePool", "GlobalMaxPool")

@@ -248,8 +248,23 @@ def lower_pad(ctx: Lowering, node: Node) -> None:
     elif mode == "edge" and all(max(p) <= 1 for p in paddings):
         # Repeating the edge once is SYMMETRIC mirroring by one element.
         ctx.add("MIRROR_PAD", [x, table], [out], {"mode": "SYMMETRIC"})
+    elif mode == "edge":
+        # Wider edge pads gather clamped indices along each padded axis.
+        current = x
+        shape = list(ctx.graph.tensors[x].shape)
+        padded_axes = [i for i, p in enumerate(paddings) if p != [0, 0]]
+        for step, axis in enumerate(padded_axes):
+            before, after = paddings[axis]
+            index = np.clip(np.arange(-before, shape[axis] + after), 0, shape[axis] - 1)
+            shape[axis] += before + after
+            last = step == len(padded_axes) - 1
+            target = (
+                out if last else ctx.temp(f"{node.outputs[0]}/edge{axis}", shape, ctx.dtype(name))
+            )
+            ctx.add("GATHER", [current, ctx.int32("indices", index)], [target], {"axis": axis})
+            current = target
     else:
-        ctx.unsupported(f"mode={mode}" + (" with pads > 1" if mode == "edge" else ""))
+        ctx.unsupported(f"mode={mode}")
 
 
 @register("DepthToSpace", "SpaceToDepth")
@@ -277,6 +292,9 @@ def lower_depth_space(ctx: Lowering, node: Node) -> None:
 def lower_gather(ctx: Lowering, node: Node) -> None:
     """Gather with constant indices → GATHER on the remapped axis."""
     name, index_name = node.inputs
+    if ctx.const(index_name) is None:
+        _gather_dynamic(ctx, node)
+        return
     indices = ctx.require_const(index_name, "the indices").astype(np.int64)
     shape = ctx.shape(name)
     rank = len(shape)
@@ -306,6 +324,31 @@ def lower_gather(ctx: Lowering, node: Node) -> None:
         ctx.add("RESHAPE", [picked, ctx.int32("shape", dims)], [out], {"newShape": dims})
         return
     ctx.add("GATHER", [x, ctx.int32("indices", indices)], [out], {"axis": tfl_axis})
+
+
+def _gather_dynamic(ctx: Lowering, node: Node) -> None:
+    """Gather with run-time indices (an embedding lookup) → CAST to int32 + GATHER.
+
+    Indices must be non-negative: ONNX allows negative ones, TFLite's GATHER does not.
+    """
+    name, index_name = node.inputs
+    rank = ctx.rank(name)
+    axis = int(node.attr("axis", 0))
+    axis = axis + rank if axis < 0 else axis
+    perm = layout.identity(rank)
+    x = ctx.tensor(name, perm)
+    indices = ctx.tensor(index_name, layout.identity(ctx.rank(index_name)))
+    if ctx.dtype(index_name) != np.int32:
+        cast = ctx.temp(f"{index_name}/int32", ctx.graph.tensors[indices].shape, np.int32)
+        ctx.add(
+            "CAST",
+            [indices],
+            [cast],
+            {"inDataType": ctx.dtype(index_name), "outDataType": np.dtype(np.int32)},
+        )
+        indices = cast
+    out = ctx.output(node.outputs[0])
+    ctx.add("GATHER", [x, indices], [out], {"axis": axis})
 
 
 @register("Cast")

@@ -1,10 +1,10 @@
 """ONNX import passes: small functions ``OnnxGraph -> OnnxGraph`` run before lowering.
 
 Order used by :func:`edgeops.converters.pipeline.convert` (:func:`import_passes`):
-fix input shapes → shape inference → fold constants and shape subgraphs → fold
-BatchNormalization into the convolution before it → fuse exact GELU → remove identities
-→ remove dead nodes → shape inference again (every value must have a static shape for
-lowering, and every op a lowering).
+fix input shapes → float64 to float32 → shape inference → fold constants and shape
+subgraphs → fold BatchNormalization into the convolution before it → fuse exact GELU
+→ remove identities → remove dead nodes → shape inference again (every value must have a
+static shape for lowering, and every op a lowering).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from edgeops.converters.onnx_import import OnnxGraph
 from edgeops.converters.passes.batchnorm import fold_batchnorm
 from edgeops.converters.passes.cleanup import remove_dead_nodes, remove_identities
+from edgeops.converters.passes.dtypes import demote_float64
 from edgeops.converters.passes.fold import fold_constants
 from edgeops.converters.passes.gelu import fuse_gelu
 from edgeops.converters.passes.shapes import (
@@ -28,6 +29,7 @@ def import_passes(
 ) -> OnnxGraph:
     """Run every import pass in order; the result has a static shape for every value."""
     graph = fix_input_shapes(graph, input_shapes or {})
+    graph = demote_float64(graph)
     graph = infer_shapes(graph)
     graph = fold_constants(graph)
     graph = fold_batchnorm(graph)
@@ -40,6 +42,7 @@ def import_passes(
 
 
 __all__ = [
+    "demote_float64",
     "fix_input_shapes",
     "fold_batchnorm",
     "fold_constants",

@@ -26,6 +26,7 @@ _NP_TO_ONNX = {
     np.dtype(np.int64): TensorProto.INT64,
     np.dtype(np.int32): TensorProto.INT32,
     np.dtype(np.bool_): TensorProto.BOOL,
+    np.dtype(np.float64): TensorProto.DOUBLE,
 }
 
 

@@ -93,3 +93,65 @@ def test_relu_after_producer(producer, fused: bool) -> None:
     nodes = [producer(), helper.make_node("Relu", ["p"], ["y"])]
     comparison = check_model(make_model(nodes, {"x": [1, 3, 6, 6]}, ["y"]), {"x": [1, 3, 6, 6]})
     assert comparison.count("RELU") == (0 if fused else 1)
+
+
+@pytest.mark.parametrize(
+    ("slope_shape", "x_shape"), [([4, 5], [1, 3, 4, 5]), ([3, 4, 1], [2, 3, 4, 6])]
+)
+def test_prelu_slope_not_per_channel_decomposes(slope_shape: list[int], x_shape: list[int]) -> None:
+    slope = np.random.default_rng(2).uniform(0, 0.5, slope_shape).astype(np.float32)
+    comparison = check_op("PRelu", {"x": x_shape}, constants={"slope": slope})
+    assert comparison.count("PRELU") == 0
+
+
+@pytest.mark.parametrize("case", ["1d", "2d", "3d"])
+def test_prelu_opset6_slope_is_per_channel(case: str) -> None:
+    # onnxruntime has no PRelu-6 kernel; the onnx package's PyTorch-exported case carries
+    # the reference output computed by PyTorch.
+    import os
+
+    import onnx
+    from onnx import numpy_helper
+
+    from edgeops.converters.pipeline import convert_model, run_tflite
+
+    folder = os.path.join(
+        os.path.dirname(onnx.__file__),
+        "backend",
+        "test",
+        "data",
+        "pytorch-converted",
+        f"test_PReLU_{case}_multiparam",
+    )
+
+    def tensor(name: str) -> np.ndarray:
+        proto = onnx.TensorProto()
+        with open(os.path.join(folder, "test_data_set_0", name), "rb") as handle:
+            proto.ParseFromString(handle.read())
+        return numpy_helper.to_array(proto)
+
+    x, want = tensor("input_0.pb"), tensor("output_0.pb")
+    model = onnx.load(os.path.join(folder, "model.onnx"))
+    assert model.opset_import[0].version < 7
+    (got,) = run_tflite(
+        convert_model(os.path.join(folder, "model.onnx")).tflite, {model.graph.input[0].name: x}
+    )
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5, 2.0])
+def test_elu(alpha: float) -> None:
+    check_op("Elu", {"x": [1, 3, 4, 4]}, attrs={"alpha": alpha})
+
+
+def test_selu_and_softplus() -> None:
+    check_op("Selu", {"x": [2, 3, 5]})
+    node = helper.make_node("Softplus", ["x"], ["y"])
+    feeds = {"x": np.linspace(-30, 30, 60, dtype=np.float32).reshape(2, 30)}
+    check_model(make_model([node], {"x": [2, 30]}, ["y"]), {"x": [2, 30]}, feeds=feeds)
+
+
+@pytest.mark.parametrize(("shape", "axis"), [([2, 10], -1), ([1, 3, 4, 5], 1)])
+def test_log_softmax(shape: list[int], axis: int) -> None:
+    comparison = check_op("LogSoftmax", {"x": shape}, attrs={"axis": axis})
+    assert comparison.count("LOG_SOFTMAX") == 1

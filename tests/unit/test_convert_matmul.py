@@ -54,3 +54,22 @@ def test_flatten_gemm_after_conv_needs_no_transpose_for_1x1_maps() -> None:
     model = make_model(nodes, {"x": [1, 3, 8, 8]}, ["y"], {"w": w, "fc": fc})
     comparison = check_model(model, {"x": [1, 3, 8, 8]})
     assert comparison.count("TRANSPOSE") == 0
+
+
+@pytest.mark.parametrize(
+    ("trans_b", "alpha", "c"), [(0, 1.0, None), (1, 0.5, "const"), (0, 2.0, "input")]
+)
+def test_gemm_with_activation_operands(trans_b: int, alpha: float, c: str | None) -> None:
+    b_shape = [6, 4] if trans_b else [4, 6]
+    inputs = {"a": [3, 4], "b": b_shape}
+    names = ["a", "b"]
+    constants = {}
+    if c == "const":
+        constants["c"] = RNG.normal(size=[6]).astype(np.float32)
+        names.append("c")
+    elif c == "input":
+        inputs["c"] = [3, 6]
+        names.append("c")
+    node = helper.make_node("Gemm", names, ["y"], transB=trans_b, alpha=alpha)
+    comparison = check_model(make_model([node], inputs, ["y"], constants), inputs)
+    assert comparison.count("BATCH_MATMUL") == 1

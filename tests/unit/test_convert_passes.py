@@ -128,3 +128,22 @@ def test_identities_and_dead_nodes_are_removed() -> None:
 def test_identity_from_input_to_output_still_converts() -> None:
     model = make_model([helper.make_node("Identity", ["x"], ["y"])], {"x": [2, 3]}, ["y"])
     check_model(model, {"x": [2, 3]})
+
+
+def test_float64_model_computes_in_float32() -> None:
+    nodes = [
+        helper.make_node("Mul", ["x", "k"], ["m"]),
+        helper.make_node("Cast", ["m"], ["c"], to=11),
+        helper.make_node("Add", ["c", "k"], ["y"]),
+    ]
+    model = make_model(
+        nodes,
+        {"x": [2, 3]},
+        ["y"],
+        {"k": np.asarray([1.5, 2.0, -1.0])},
+        input_dtypes={"x": np.float64},
+        output_dtypes={"y": np.float64},
+    )
+    feeds = {"x": RNG.normal(size=(2, 3))}
+    comparison = check_model(model, {"x": [2, 3]}, feeds=feeds)
+    assert comparison.result.summary()["inputs"][0]["dtype"] == "float32"

@@ -46,3 +46,16 @@ def test_average_pool(size: int, attrs: dict, include_pad: int) -> None:
 @pytest.mark.parametrize("shape", [[1, 8, 7, 5], [2, 3, 1, 1], [1, 4, 6]])
 def test_global_pool(op: str, shape: list[int]) -> None:
     check_op(op, {"x": shape})
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"kernel_shape": [3], "strides": [2]},
+        {"kernel_shape": [3], "strides": [2], "pads": [1, 1]},
+        {"kernel_shape": [2], "ceil_mode": 1, "strides": [2]},
+    ],
+)
+def test_pool_1d(op: str, attrs: dict) -> None:
+    check_op(op, {"x": [2, 4, 11]}, attrs=attrs)

@@ -203,3 +203,20 @@ def test_expand() -> None:
         lambda c: [helper.make_node("Expand", [c, "s"], ["y"])],
         constants={"s": np.asarray([2, 4, 6, 5], np.int64)},
     )
+
+
+def test_gather_with_runtime_indices() -> None:
+    node = helper.make_node("Gather", ["table", "ids"], ["y"], axis=0)
+    table = RNG.normal(size=(10, 4)).astype(np.float32)
+    model = make_model(
+        [node], {"ids": [2, 3]}, ["y"], {"table": table}, input_dtypes={"ids": np.int64}
+    )
+    ids = np.asarray([[0, 9, 3], [4, 4, 1]], np.int64)
+    check_model(model, {"ids": [2, 3]}, feeds={"ids": ids})
+
+
+def test_edge_pad_wider_than_one() -> None:
+    constants = {"p": np.asarray([0, 0, 3, 1, 0, 0, 0, 2], np.int64)}
+    _after_conv(
+        lambda c: [helper.make_node("Pad", [c, "p"], ["y"], mode="edge")], constants=constants
+    )
