@@ -7,6 +7,7 @@ serialize calls; ``delegates`` are onnxruntime execution providers
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,6 +18,8 @@ from edgeops.errors import ModelError, StateError
 
 if TYPE_CHECKING:
     import numpy as np
+
+log = logging.getLogger(__name__)
 
 # onnxruntime reports types as "tensor(float)"; the names inside map onto numpy's.
 _ONNX_TYPES = {
@@ -58,7 +61,14 @@ class OnnxRuntime:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        providers = [*delegates, "CPUExecutionProvider"]
+        # A board profile names the providers a Jetson has; where one is missing (another
+        # build of onnxruntime, no TensorRT), run on what is there instead of failing.
+        available = set(ort.get_available_providers())
+        missing = [name for name in delegates if name not in available]
+        if missing:
+            log.warning("onnxruntime has no %s here; using %s", missing, sorted(available))
+        providers = [name for name in delegates if name in available]
+        providers.append("CPUExecutionProvider")
         try:
             session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
             self._inputs = tuple(_spec_from_node(node) for node in session.get_inputs())
@@ -70,6 +80,7 @@ class OnnxRuntime:
             # (InvalidProtobuf, NoSuchFile, Fail...), with no common importable base.
             raise ModelError(f"cannot load {path} with onnxruntime: {exc}") from exc
         self._session: Any = session
+        self._providers = list(session.get_providers())
         self._output_names = [spec.name for spec in self._outputs]
         self._closing = threading.Lock()
 
@@ -82,6 +93,11 @@ class OnnxRuntime:
     def version(self) -> str:
         """The onnxruntime version."""
         return self._version
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session runs on, preferred first."""
+        return list(self._providers)
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:

@@ -142,3 +142,29 @@ def test_importing_runtimes_serving_telemetry_hardware_loads_no_heavy_module() -
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_board_profiles_drive_loading(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from edgeops.agent.runtimes.onnx import OnnxRuntime
+    from edgeops.hardware import get_profile
+
+    (tmp_path / "a.tflite").write_bytes(tflite_add_model())
+    (tmp_path / "a.onnx").write_bytes(onnx_add_model())
+    generic = get_profile("generic-x86_64").load_options(tmp_path / "a.tflite", machine="x86_64")
+    model = load_model(
+        tmp_path / "a.tflite",
+        runtime=generic.runtime,
+        threads=generic.threads,
+        delegates=generic.delegates,
+    )
+    assert model.name == "ai_edge_litert"
+    # A Jetson profile asks for TensorRT and CUDA; this machine's onnxruntime has neither,
+    # so the model runs on the CPU provider and the gap is logged, not fatal.
+    jetson = get_profile("jetson-orin-nano").load_options(tmp_path / "a.onnx", machine="aarch64")
+    model = load_model(
+        tmp_path / "a.onnx", runtime=jetson.runtime, threads=2, delegates=jetson.delegates
+    )
+    assert isinstance(model, OnnxRuntime)
+    assert model.providers[-1] == "CPUExecutionProvider"
+    assert "TensorrtExecutionProvider" in caplog.text
+    np.testing.assert_allclose(model.run({"x": np.zeros((1, 4), np.float32)})["y"], 1.0)
