@@ -223,13 +223,29 @@ class ModelHolder:
                 self.retire(old, drain_timeout=drain_timeout)
         return old
 
+    def restore(
+        self, previous: ActiveModel, *, close_old: bool = True, drain_timeout: float = 30.0
+    ) -> ActiveModel | None:
+        """Make a model kept by ``swap(..., close_old=False)`` active again (a rollback).
+
+        Same runtime, info and drift monitor; its metrics window starts afresh.
+        """
+        return self.swap(
+            previous.runtime,
+            previous.info,
+            drift=previous.drift,
+            close_old=close_old,
+            drain_timeout=drain_timeout,
+        )
+
     def retire(self, model: ActiveModel, *, drain_timeout: float = 30.0) -> bool:
         """Close a model that is no longer active once its requests are done.
 
         Returns whether it drained in time; it is closed either way (the TFLite runtimes
         take their run lock to close, so a request still running finishes first).
         """
-        if model is self._active:
+        active = self._active
+        if active is not None and (model is active or model.runtime is active.runtime):
             raise StateError("cannot retire the active model; swap it out first")
         with self._cond:
             drained = self._cond.wait_for(lambda: model.inflight == 0, timeout=drain_timeout)

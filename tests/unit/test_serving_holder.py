@@ -107,13 +107,19 @@ def test_close_old_false_keeps_previous_loaded_for_fast_rollback() -> None:
     previous = holder.swap(second, info("2"), close_old=False)
     assert previous is not None
     assert not first.closed
-    # rollback: swap the kept model back in; the failed one is drained and closed
-    back = holder.swap(previous.runtime, previous.info)
+    # rollback: the kept model comes back; the failed one is drained and closed
+    back = holder.restore(previous)
     assert back is not None
+    assert back.runtime is second
     assert second.closed
     assert holder.infer({"x": X})["y"][0, 0] == 1.0
+    assert holder.active is not None
+    assert holder.active.info == previous.info
     with pytest.raises(StateError, match="cannot retire the active model"):
         holder.retire(holder.active)
+    with pytest.raises(StateError, match="cannot retire the active model"):
+        holder.retire(previous)  # same runtime as the active model
+    assert not first.closed
 
 
 def test_retire_closes_even_when_drain_times_out() -> None:
