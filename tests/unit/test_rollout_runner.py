@@ -134,7 +134,7 @@ def test_requests_from_the_cli_reach_the_controller_and_are_marked_handled():
     runner.tick()
     store.add_rollout_request("r1", "pause", reason="", now=clock.now)
     runner.tick()
-    assert runner.status is RolloutStatus.PAUSED
+    assert runner.status.value == "paused"
     assert store.pending_requests("r1") == []
     commit(runner, ["d0"])
     clock.now += 1000
