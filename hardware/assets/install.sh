@@ -112,6 +112,19 @@ else
         install -m 0644 "$tmp_unit" "$UNIT_DIR/$UNIT_NAME"
     fi
 fi
+
+# The unit's MemoryMax fits a Raspberry Pi 3; a drop-in sets the detected board's own limit.
+say "memory limit from the board profile"
+dropin_dir="$UNIT_DIR/$UNIT_NAME.d"
+if [ "$DRY_RUN" -eq 1 ]; then
+    printf '+ write %s/memory.conf with MemoryMax from edgeops.hardware.detect_board()\n' "$dropin_dir"
+else
+    memory_mb=$("$VENV/bin/python" -c \
+        'from edgeops.hardware import detect_board; print(detect_board().agent_memory_max_mb)')
+    install -d -m 0755 "$dropin_dir"
+    printf '[Service]\nMemoryHigh=%sM\nMemoryMax=%sM\n' \
+        "$((memory_mb * 3 / 4))" "$memory_mb" >"$dropin_dir/memory.conf"
+fi
 run systemctl daemon-reload
 run systemctl enable "$UNIT_NAME"
 

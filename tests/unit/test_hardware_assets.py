@@ -122,6 +122,7 @@ def test_install_picks_tflite_runtime_on_32bit_arm() -> None:
     assert "tflite-runtime==2.14.*" in pip_line
     assert "numpy<2" in pip_line
     assert "systemctl enable edgeops-agent.service" in result.stdout
+    assert "edgeops-agent.service.d/memory.conf with MemoryMax" in result.stdout
 
 
 def test_install_uses_litert_from_the_extra_on_64bit() -> None:
