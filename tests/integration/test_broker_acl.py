@@ -398,3 +398,53 @@ def test_retained_messages_survive_a_broker_restart(fleet):
     assert device.received(f"{BASE}/bundle/abc/chunk/0") == [
         (f"{BASE}/bundle/abc/chunk/0", b"kept")
     ]
+
+
+@pytest.mark.parametrize("share_group", [None, "managers"])
+def test_the_manager_ingests_device_reports_through_the_acl(fleet, share_group):
+    """The fleet manager's own path on the secured broker: a TLS PahoLink with its
+    certificate, subscribed by Ingestor.attach (plain, or as an MQTT 5 shared subscription,
+    which the ACL must allow too), writing what devices publish into the registry."""
+    from edgeops.fleet.ingest import Ingestor
+    from edgeops.fleet.registry import open_registry
+    from edgeops.mqtt import MqttSettings, PahoLink
+    from edgeops.mqtt.settings import TlsSettings
+    from edgeops.protocol import StateMessage, TelemetryMessage, TelemetrySample
+
+    cert, key = fleet.identities["edgeops-fleet-manager"]
+    link = PahoLink(
+        MqttSettings(
+            host="127.0.0.1",
+            port=fleet.port,
+            client_id="edgeops-fleet-manager",
+            tls=TlsSettings(cafile=fleet.files.ca_cert, certfile=cert, keyfile=key),
+        )
+    )
+    store = open_registry(fleet.root)
+    ingest = Ingestor(store, fleet=FLEET, batch_size=1)
+    try:
+        link.connect(timeout=10)
+        for ack in ingest.attach(link, share_group=share_group):
+            ack.wait(10)
+        device = connect(fleet, "dev-a")
+        device.publish(
+            f"{BASE}/dev/dev-a/state", StateMessage(online=True, ts=time.time()).to_bytes()
+        )
+        sample = TelemetrySample(
+            ts=time.time(), window_s=10.0, requests=50, errors=1, latency_p95_ms=14.0
+        )
+        device.publish(
+            f"{BASE}/dev/dev-a/telemetry",
+            TelemetryMessage(seq=1, samples=(sample,)).to_bytes(),
+        )
+        deadline = time.monotonic() + 10
+        while ingest.stats.written < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ingest.stats.written == 2, (ingest.stats, fleet.log.read_text()[-2000:])
+        record = store.get_device("dev-a")
+        assert record.online
+        assert record.p95_ms == 14.0
+        assert record.error_rate == 0.02
+    finally:
+        link.close()
+        store.close()
