@@ -166,6 +166,10 @@ def _rule(graph: Graph, op: Operator) -> int:
     )
 
     if code == "CONV_2D":
+        in_depth = graph.tensors[op.inputs[0]].shape[-1] if op.inputs[0] else 0
+        filter_depth = graph.tensors[op.inputs[1]].shape[-1] if op.inputs[1] else 0
+        if in_depth != filter_depth:
+            return 6  # grouped convolution
         if in0 == _INT8 and in1 == _INT8 and out0 == _INT8:
             return 3
         if in0 == _F32 and in1 == _INT8:

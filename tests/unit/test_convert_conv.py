@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from convert_helpers import check_op
 
+from edgeops.converters.op_versions import operator_version
+
 RNG = np.random.default_rng(42)
 
 
@@ -53,15 +55,17 @@ def test_depthwise(multiplier: int) -> None:
     assert comparison.count("DEPTHWISE_CONV_2D") == 1
 
 
-def test_grouped_conv_splits_into_groups() -> None:
+@pytest.mark.parametrize(("group", "strides"), [(3, [1, 1]), (2, [2, 2])])
+def test_grouped_conv_is_one_grouped_conv2d(group: int, strides: list[int]) -> None:
     comparison = check_op(
         "Conv",
         {"x": [1, 6, 7, 7]},
-        attrs={"group": 3, "pads": [1, 1, 1, 1]},
-        constants={"w": _w(9, 2, 3, 3), "b": _w(9)},
+        attrs={"group": group, "pads": [1, 1, 1, 1], "strides": strides},
+        constants={"w": _w(12, 6 // group, 3, 3), "b": _w(12)},
     )
-    assert comparison.count("CONV_2D") == 3
-    assert comparison.count("SPLIT") == 1
+    assert comparison.result.op_histogram() == {"CONV_2D": 1, "TRANSPOSE": 1}
+    conv = next(op for op in comparison.result.graph.operators if op.opcode == "CONV_2D")
+    assert operator_version(comparison.result.graph, conv) == 6
 
 
 @pytest.mark.parametrize("attrs", [{}, {"pads": [1, 1], "strides": [2]}, {"dilations": [2]}])
