@@ -325,6 +325,20 @@ def settings_for(
     )
 
 
+def _check_server_key(path: Path) -> None:
+    # Mosquitto would stop at start-up to ask for the passphrase on its terminal, which a
+    # service never answers: refuse now with the reason instead.
+    try:
+        head = path.read_bytes()[:64]
+    except OSError as exc:
+        raise ConfigError(f"cannot read the broker key {path}: {exc.strerror or exc}") from exc
+    if b"ENCRYPTED" in head:
+        raise ConfigError(
+            f"the broker key {path} is encrypted; Mosquitto needs it in the clear "
+            "(re-issue it without a passphrase, mode 0600)"
+        )
+
+
 def _owner(folder: Path) -> str:
     import pwd
 
@@ -360,6 +374,7 @@ def write_broker_config(
         ca_key = files.ca_key.read_bytes()
     except OSError as exc:
         raise StorageError(f"cannot prepare the broker folder: {exc}") from exc
+    _check_server_key(files.server_key)
     crl = build_crl(
         ca_cert,
         ca_key,
