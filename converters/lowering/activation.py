@@ -197,6 +197,10 @@ def lower_prelu(ctx: Lowering, node: Node) -> None:
     else:
         full = slope.reshape((1,) * (rank - slope.ndim) + slope.shape).astype(np.float32)
         held = np.transpose(full, perm)
+        if all(d == 1 for d in held.shape[:-1]):
+            # One slope per channel spelled out: tflite-runtime 2.14's XNNPACK PRELU reads
+            # a 1-element slope as if it had one value per channel (wrong results).
+            held = np.broadcast_to(held, (1,) * (rank - 1) + (ctx.graph.tensors[x].shape[-1],))
         alpha_shape = held.shape
         alpha = ctx.constant(f"{node.name}/slope", held)
     out = ctx.output(node.outputs[0], perm)
