@@ -211,6 +211,33 @@ def aligned_lines(
     return [line(columns), *(line(row) for row in rows)]
 
 
+@dataclass(frozen=True, kw_only=True)
+class DeviceDetail:
+    """What ``edgeops device show`` prints: the record, update history, recent health."""
+
+    device: dict[str, Any]
+    events: tuple[dict[str, Any], ...]
+    health: tuple[dict[str, Any], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def device_detail(
+    store: RegistryStore, device_id: str, *, events: int = 20, samples: int = 20
+) -> DeviceDetail | None:
+    """A device with its latest update events (with reasons) and health samples, newest
+    first; ``None`` for an unknown device."""
+    record = store.get_device(device_id)
+    if record is None:
+        return None
+    return DeviceDetail(
+        device=asdict(record),
+        events=tuple(asdict(e) for e in store.events_for(device_id, limit=events)),
+        health=tuple(asdict(t) for t in store.telemetry_for(device_id, limit=samples)),
+    )
+
+
 # -- rollouts --------------------------------------------------------------------------------
 
 
@@ -283,12 +310,14 @@ def rollout_status(store: RegistryStore, rollout_id: str | None = None) -> Rollo
 __all__ = [
     "NUMERIC_COLUMNS",
     "STATUS_COLUMNS",
+    "DeviceDetail",
     "DeviceStatus",
     "FleetStatus",
     "FleetSummary",
     "RolloutView",
     "ago",
     "aligned_lines",
+    "device_detail",
     "fleet_status",
     "list_rollouts",
     "rollout_status",

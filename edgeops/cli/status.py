@@ -119,3 +119,71 @@ def revoke_command(
         )
 
     emit(data, as_json=as_json, human=human)
+
+
+@device_app.command("show")
+def show_command(
+    device_id: Annotated[str, typer.Argument(help="The device.")],
+    *,
+    fleet: Annotated[
+        Path, typer.Option("--fleet", envvar="EDGEOPS_FLEET", help=FLEET_OPTION_HELP)
+    ] = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
+) -> None:
+    """One device: state, update history with reasons, recent health."""
+    from edgeops.errors import ConfigError
+    from edgeops.fleet.status import device_detail
+
+    store = open_fleet_registry(fleet)
+    try:
+        detail = device_detail(store, device_id)
+    finally:
+        store.close()
+    if detail is None:
+        raise ConfigError(f"no device {device_id!r} in the registry")
+    emit(detail.to_json(), as_json=as_json, human=_print_device)
+
+
+def _print_device(data: dict[str, Any]) -> None:
+    import time
+
+    from edgeops.fleet.status import ago, aligned_lines
+
+    now = time.time()
+    device = data["device"]
+    typer.echo(
+        f"{device['device_id']} · group {device['group']} · "
+        f"{'online' if device['online'] else 'offline'} · bundle {device['bundle'] or '-'} · "
+        f"board {device['board'] or '-'} · agent {device['agent_version'] or '-'} · "
+        f"last seen {ago(device['last_seen'], now)}" + (" · REVOKED" if device["revoked"] else "")
+    )
+    typer.echo("\nupdate history")
+    rows = [
+        (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["ts"])),
+            e["kind"],
+            e["state"] or "-",
+            (e["bundle"] or "-")[:12],
+            str(e["directive_seq"] or "-"),
+            e["reason"],
+        )
+        for e in data["events"]
+    ]
+    columns = ("time", "kind", "state", "bundle", "directive", "reason")
+    for line in aligned_lines(columns, rows) if rows else ["no events"]:
+        typer.echo(line)
+    typer.echo("\nrecent health")
+    rows = [
+        (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t["ts"])),
+            "-" if t["p95_ms"] is None else f"{t['p95_ms']:.1f}",
+            "-" if t["error_rate"] is None else f"{t['error_rate'] * 100:.2f}%",
+            "-" if t["drift"] is None else f"{t['drift']:.3f}",
+            "-" if t["temp_c"] is None else f"{t['temp_c']:.0f}",
+        )
+        for t in data["health"]
+    ]
+    columns = ("time", "p95 ms", "errors", "drift", "temp °C")
+    right = frozenset(columns[1:])
+    for line in aligned_lines(columns, rows, right=right) if rows else ["no telemetry"]:
+        typer.echo(line)

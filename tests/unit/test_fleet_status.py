@@ -166,3 +166,37 @@ def test_rollout_request_for_an_unknown_rollout_fails_clearly(fleet_dir):
     assert result.exit_code != 0
     assert isinstance(result.exception, ConfigError)
     assert "no rollout 'r-9'" in str(result.exception)
+
+
+def test_device_show_prints_update_history_with_reasons_and_recent_health(fleet_dir):
+    from edgeops.fleet.registry import EventRecord
+
+    store = open_registry(fleet_dir)
+    store.ingest(
+        events=[
+            EventRecord(
+                device_id="cam-1",
+                seq=1,
+                ts=990.0,
+                kind="update_result",
+                state="rolled_back",
+                bundle=NEW,
+                directive_seq=3,
+                reason="p95 41 ms over the 30 ms budget",
+            )
+        ]
+    )
+    store.close()
+    runner = CliRunner()
+    shown = runner.invoke(app, ["device", "show", "cam-1", "--fleet", str(fleet_dir)])
+    assert shown.exit_code == 0, shown.output
+    assert "p95 41 ms over the 30 ms budget" in shown.output
+    assert "rolled_back" in shown.output
+    data = json.loads(
+        runner.invoke(app, ["device", "show", "cam-1", "--fleet", str(fleet_dir), "--json"]).output
+    )
+    assert data["device"]["device_id"] == "cam-1"
+    assert [e["state"] for e in data["events"]] == ["rolled_back"]
+    assert data["health"][0]["p95_ms"] == 11.0
+    missing = runner.invoke(app, ["device", "show", "nope", "--fleet", str(fleet_dir)])
+    assert missing.exit_code != 0
