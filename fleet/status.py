@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -189,7 +190,7 @@ NUMERIC_COLUMNS = frozenset({"p95 ms", "errors", "drift", "temp °C"})
 
 
 def aligned_lines(
-    columns: tuple[str, ...], rows: list[tuple[str, ...]], *, right: frozenset[str] = frozenset()
+    columns: Sequence[str], rows: Sequence[Sequence[str]], *, right: frozenset[str] = frozenset()
 ) -> list[str]:
     """Header and rows as text lines with aligned columns (two spaces apart).
 
@@ -201,7 +202,7 @@ def aligned_lines(
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], len(cell))
 
-    def line(cells: tuple[str, ...]) -> str:
+    def line(cells: Sequence[str]) -> str:
         parts = [
             cell.rjust(widths[i]) if columns[i] in right else cell.ljust(widths[i])
             for i, cell in enumerate(cells)

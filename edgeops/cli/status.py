@@ -158,7 +158,7 @@ def _print_device(data: dict[str, Any]) -> None:
         f"last seen {ago(device['last_seen'], now)}" + (" · REVOKED" if device["revoked"] else "")
     )
     typer.echo("\nupdate history")
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["ts"])),
             e["kind"],
@@ -169,7 +169,7 @@ def _print_device(data: dict[str, Any]) -> None:
         )
         for e in data["events"]
     ]
-    columns = ("time", "kind", "state", "bundle", "directive", "reason")
+    columns: tuple[str, ...] = ("time", "kind", "state", "bundle", "directive", "reason")
     for line in aligned_lines(columns, rows) if rows else ["no events"]:
         typer.echo(line)
     typer.echo("\nrecent health")
