@@ -148,6 +148,12 @@ class BrokerSettings:
             raise ConfigError(f"expected a system user name, got {self.user!r}")
 
 
+def _max_packet_size() -> int:
+    from edgeops.protocol import MAX_CHUNK_SIZE, META_MAX_BYTES, TELEMETRY_MAX_BYTES
+
+    return max(MAX_CHUNK_SIZE, META_MAX_BYTES, TELEMETRY_MAX_BYTES) + 64 * 1024
+
+
 def render_config(settings: BrokerSettings, files: BrokerFiles) -> str:
     """The text of mosquitto.conf."""
     listener = f"listener {settings.port}"
@@ -169,8 +175,9 @@ def render_config(settings: BrokerSettings, files: BrokerFiles) -> str:
             f"pid_file {files.pid_file}",
             "log_dest stderr",
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
-            # Bundle chunks are retained messages of up to a few hundred kB each.
-            "max_packet_size 1048576",
+            # The largest message the protocol allows (a bundle chunk or its meta) plus
+            # room for the topic and MQTT headers; anything bigger is not ours.
+            f"max_packet_size {_max_packet_size()}",
             "max_queued_messages 10000",
             "",
             listener,
