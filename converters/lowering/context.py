@@ -59,6 +59,12 @@ class Lowering:
         self.values: dict[str, Value] = {}
         self._views: dict[tuple[str, Perm], str] = {}
         self.node: Node | None = None
+        #: Who reads each ONNX value (for lowerings that look one op ahead).
+        self.readers = source.consumers()
+        #: 2-D values whose TFLite columns are a permutation of the ONNX ones: column j
+        #: holds ONNX feature ``order[j]`` (a flatten of an NHWC tensor read only by
+        #: fully-connected ops, whose weights absorb the permutation).
+        self.feature_order: dict[str, npt.NDArray[np.int64]] = {}
         for name in source.inputs:
             shape = self.shape(name)
             dtype = self.dtype(name)

@@ -23,6 +23,10 @@ def _fully_connected(
     weight_out_in: npt.NDArray[Any],
     bias: npt.NDArray[Any] | None,
 ) -> None:
+    order = ctx.feature_order.get(x_name)
+    if order is not None:
+        # The input's columns are ONNX features order[j]; permute the weights the same way.
+        weight_out_in = weight_out_in[:, order]
     rank = ctx.rank(x_name)
     perm = ctx.perm(x_name)
     # FC reduces the last TFLite axis; the ONNX last axis must sit there.

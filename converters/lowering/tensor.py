@@ -125,8 +125,52 @@ def lower_slice(ctx: Lowering, node: Node) -> None:
     )
 
 
+def _feeds_only_dense(ctx: Lowering, out_name: str) -> bool:
+    """True when every reader of ``out_name`` is a Gemm/MatMul with constant weights on it."""
+    readers = ctx.readers.get(out_name, [])
+    if not readers or out_name in ctx.source.outputs:
+        return False
+    for reader in readers:
+        if reader.inputs[0] != out_name or out_name in reader.inputs[1:]:
+            return False
+        weight = ctx.const(reader.inputs[1])
+        if weight is None or weight.ndim != 2:
+            return False
+        if reader.op_type == "Gemm" and int(reader.attr("transA", 0)) == 0:
+            continue
+        if reader.op_type != "MatMul":
+            return False
+    return True
+
+
 def _reshape_to(ctx: Lowering, node: Node, name: str, out_name: str) -> None:
-    """RESHAPE ONNX value ``name`` (in ONNX element order) into ``out_name``."""
+    """RESHAPE ONNX value ``name`` (in ONNX element order) into ``out_name``.
+
+    A flatten to ``N×K`` of a tensor held in another layout (an NHWC feature map before a
+    classifier) that only fully-connected ops read keeps the held order instead: the
+    columns come out permuted and the FC weights are permuted to match
+    (:attr:`Lowering.feature_order`), so no TRANSPOSE runs.
+    """
+    perm = ctx.perm(name)
+    in_shape = ctx.shape(name)
+    out_shape = ctx.shape(out_name)
+    if (
+        ctx.const(name) is None
+        and perm != layout.identity(len(perm))
+        and perm[0] == 0
+        and len(out_shape) == 2
+        and out_shape[0] == in_shape[0]
+        and _feeds_only_dense(ctx, out_name)
+    ):
+        x = ctx.tensor(name, perm)
+        inner = [a - 1 for a in perm[1:]]
+        ctx.feature_order[out_name] = (
+            np.arange(out_shape[1]).reshape(in_shape[1:]).transpose(inner).reshape(-1)
+        )
+        out = ctx.output(out_name)
+        shape = list(out_shape)
+        ctx.add("RESHAPE", [x, ctx.int32("shape", shape)], [out], {"newShape": shape})
+        return
     x = ctx.tensor(name, layout.identity(ctx.rank(name)))
     out = ctx.output(out_name)
     shape = list(ctx.graph.tensors[out].shape)

@@ -73,3 +73,31 @@ def test_gemm_with_activation_operands(trans_b: int, alpha: float, c: str | None
     node = helper.make_node("Gemm", names, ["y"], transB=trans_b, alpha=alpha)
     comparison = check_model(make_model([node], inputs, ["y"], constants), inputs)
     assert comparison.count("BATCH_MATMUL") == 1
+
+
+@pytest.mark.parametrize("flatten", ["Flatten", "Reshape"])
+@pytest.mark.parametrize("dense", ["Gemm", "MatMul"])
+def test_flatten_of_feature_map_into_dense_moves_no_data(flatten: str, dense: str) -> None:
+    # VGG/LeNet classifier: conv features (C x H x W > 1) flattened into fully-connected
+    # layers. The FC weights are permuted to the NHWC order instead of transposing.
+    w = RNG.normal(size=(4, 3, 3, 3)).astype(np.float32)
+    consts = {"w": w, "shape": np.asarray([2, -1], np.int64)}
+    if dense == "Gemm":
+        consts["fc"] = RNG.normal(size=(5, 4 * 4 * 3)).astype(np.float32)
+        head = helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)
+    else:
+        consts["fc"] = RNG.normal(size=(4 * 4 * 3, 5)).astype(np.float32)
+        head = helper.make_node("MatMul", ["f", "fc"], ["y"])
+    flat = (
+        helper.make_node("Flatten", ["c"], ["f"])
+        if flatten == "Flatten"
+        else helper.make_node("Reshape", ["c", "shape"], ["f"])
+    )
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        flat,
+        head,
+    ]
+    model = make_model(nodes, {"x": [2, 3, 7, 6]}, ["y"], consts)
+    comparison = check_model(model, {"x": [2, 3, 7, 6]})
+    assert comparison.count("TRANSPOSE") == 0
