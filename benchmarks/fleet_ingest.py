@@ -12,7 +12,8 @@ Three figures from one run on one machine:
 * ``link_ingest_msgs_per_s`` — the fleet manager's own path, an ``edgeops.mqtt.PahoLink``
   subscribed with ``Ingestor.attach``; ``link_ingest_vs_raw`` its ratio to the raw rate.
 
-Usage: ``python benchmarks/fleet_ingest.py [--messages 50000] [--devices 1000]``; prints JSON.
+Usage: ``python benchmarks/fleet_ingest.py [--messages 50000] [--devices 1000]
+[--postgres DSN]``; prints JSON. With ``--postgres``, also the registry rate on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import tempfile
 import threading
 import time
@@ -32,7 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeops.broker import MosquittoBroker
 from edgeops.fleet.ingest import Ingestor
-from edgeops.fleet.registry import SqliteStore
+from edgeops.fleet.registry import RegistryStore, SqliteStore
 from edgeops.protocol import TelemetryMessage, TelemetrySample, telemetry_topic
 
 FLEET = "bench"
@@ -71,29 +73,38 @@ def make_messages(count: int, devices: int, duplicate_share: float) -> list[tupl
     return out
 
 
-def new_store(folder: Path, devices: int) -> SqliteStore:
-    store = SqliteStore(folder / "registry.sqlite")
+def new_store(folder: Path, devices: int, postgres: str | None = None) -> RegistryStore:
+    store: RegistryStore
+    if postgres:
+        from edgeops.fleet.registry.postgres import PostgresStore
+
+        store = PostgresStore(postgres, schema=f"edgeops_bench_{os.getpid()}")
+    else:
+        store = SqliteStore(folder / "registry.sqlite")
     for d in range(devices):
         store.add_device(f"dev-{d:05d}", group="bench", board="rpi4", now=1.0)
     return store
 
 
 def registry_rate(
-    messages: list[tuple[str, bytes]], devices: int, folder: Path
+    messages: list[tuple[str, bytes]], devices: int, folder: Path, postgres: str | None = None
 ) -> dict[str, float]:
-    store = new_store(folder, devices)
+    store = new_store(folder, devices, postgres)
     ingest = Ingestor(store, fleet=FLEET)
     start = time.perf_counter()
     for topic, payload in messages:
         ingest.submit(topic, payload)
     ingest.flush()
     elapsed = time.perf_counter() - start
+    if postgres:
+        store.drop_schema()  # type: ignore[attr-defined]
     store.close()
+    prefix = "postgres" if postgres else "registry"
     return {
-        "registry_msgs_per_s": len(messages) / elapsed,
-        "registry_seconds": elapsed,
-        "registry_written": ingest.stats.written,
-        "registry_duplicates_dropped": ingest.stats.duplicates,
+        f"{prefix}_msgs_per_s": len(messages) / elapsed,
+        f"{prefix}_seconds": elapsed,
+        f"{prefix}_written": ingest.stats.written,
+        f"{prefix}_duplicates_dropped": ingest.stats.duplicates,
     }
 
 
@@ -198,6 +209,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--duplicates", type=float, default=0.05, help="share of replays")
+    parser.add_argument(
+        "--postgres", metavar="DSN", help="also measure the PostgreSQL registry at this DSN"
+    )
     args = parser.parse_args()
 
     messages = make_messages(args.messages, args.devices, args.duplicates)
@@ -212,6 +226,8 @@ def main() -> None:
         folder = Path(tmp)
         (folder / "direct").mkdir()
         result.update(registry_rate(messages, args.devices, folder / "direct"))
+        if args.postgres:
+            result.update(registry_rate(messages, args.devices, folder, args.postgres))
 
         config = "allow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\n"
         with MosquittoBroker(config, workdir=folder / "broker") as broker:
