@@ -1,4 +1,9 @@
-"""``edgeops convert``: ONNX (or .tflite) to TFLite, with quantization and a validation report."""
+"""``edgeops convert``: ONNX (or .tflite) to TFLite, with quantization and a validation report.
+
+The command calls :func:`edgeops.converters.pipeline.convert`, then — when the module
+``edgeops.converters.report`` provides them — ``build_report(result, source=..., options=...)``
+for the validation report (a JSON-ready dict) and ``print_report(report)`` to show it.
+"""
 
 from __future__ import annotations
 
