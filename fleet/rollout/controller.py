@@ -377,6 +377,11 @@ class RolloutController:
             wave = self._waves[self.current]
             if wave.stage is WaveStage.NOT_STARTED:
                 if self.status is RolloutStatus.PAUSED:
+                    # Held between waves, the devices already updated still run the new
+                    # bundle: their health can still abort the rollout.
+                    verdict = self.health()
+                    if verdict.violation is not None:
+                        actions.extend(self._abort(f"while paused: {verdict.violation}", now=now))
                     break
                 actions.append(self._start_wave(wave, now))
                 break

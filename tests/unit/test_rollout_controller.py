@@ -369,3 +369,18 @@ def test_controller_survives_a_round_trip_through_the_registry():
         assert restored.to_dict() == ctl.to_dict()
     finally:
         store.close()
+
+
+def test_health_still_gates_while_paused_between_waves():
+    ctl = make(10)
+    ctl.step(now=0.0)
+    commit_healthy(ctl, ["dev-000"], 1.0)
+    ctl.pause(now=2.0)
+    ctl.step(now=3.0)
+    ctl.step(now=100.0)  # canary passed; wave 1 held by the pause
+    assert ctl.wave_stage(1) is WaveStage.NOT_STARTED
+    ctl.on_health("dev-000", HealthSample(bundle=NEW, p95_ms=10.0, error_rate=0.5))
+    actions = ctl.step(now=101.0)
+    assert ctl.status.value == "aborted"
+    assert ctl.reason.startswith("while paused: error rate")
+    assert rollbacks(actions) == ["dev-000"]
