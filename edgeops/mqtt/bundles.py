@@ -4,13 +4,16 @@ The fleet calls :func:`publish_bundle` once per bundle whatever the fleet size: 
 is one retained QoS 1 message, and the meta goes last so that a device that sees the meta
 finds every chunk already on the broker. The broker fans the bytes out.
 
-A device runs a :class:`BundleFetcher`: it subscribes to the bundle's meta, checks it against
-the signed directive (digest, size, cap), then subscribes to a window of missing chunk
-topics, one topic per chunk, unsubscribing each as it arrives. The link's subscriptions are
-therefore always exactly the chunks still missing, so after a reconnect the link's
-re-subscribe makes the broker resend only those (retained messages are re-sent on every
-subscribe, MQTT 3.1.1 §3.8.4). A chunk whose SHA-256 is wrong is requested again by
-subscribing to its topic again, a bounded number of times.
+A device runs a :class:`BundleFetcher`: it subscribes to the bundle's meta and checks it
+against the signed directive (digest, size, cap). A small bundle (at most ``window``
+chunks) is then fetched through the one wildcard filter ``.../chunk/+``, so the broker
+sends every chunk at once. A larger bundle, or any bundle after a disconnect, is fetched
+through one topic per missing chunk, a window at a time, each unsubscribed as it arrives:
+the link's subscriptions are then exactly the chunks still missing, and the link's
+re-subscribe after a reconnect makes the broker resend only those (retained messages are
+re-sent on every subscribe, MQTT 3.1.1 §3.8.4). The switch from the wildcard happens in the
+link's disconnect callback, which runs before the reconnect. A chunk whose SHA-256 is wrong
+is requested again by subscribing to its own topic again, a bounded number of times.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from edgeops.protocol.chunks import (
 from edgeops.protocol.messages import BundleMeta
 from edgeops.protocol.topics import (
     TopicKind,
+    bundle_chunk_filter,
     bundle_chunk_topic,
     bundle_meta_topic,
     parse_topic,
@@ -119,8 +123,10 @@ class BundleFetcher:
         self._done = threading.Event()
         self._error: EdgeopsError | None = None
         self._subscribed: set[int] = set()
+        self._wildcard: str | None = None
         self._retries: dict[int, int] = {}
         self._started = False
+        self._forget_disconnect: Callable[[], None] | None = None
         self.deliveries = 0
         """Chunk messages handled, duplicates and bad ones included."""
         self.refetched = 0
@@ -136,6 +142,7 @@ class BundleFetcher:
             if self._started:
                 return
             self._started = True
+        self._forget_disconnect = self._link.on_disconnect(self._handle_disconnect)
         self._link.subscribe(self._meta_topic, self._handle_meta)
 
     def wait(self, timeout: float) -> None:
@@ -159,8 +166,14 @@ class BundleFetcher:
             indexes = sorted(self._subscribed)
             self._subscribed.clear()
             meta_pending = self._assembler.meta is None
+            wildcard, self._wildcard = self._wildcard, None
+            forget, self._forget_disconnect = self._forget_disconnect, None
+        if forget is not None:
+            forget()
         if meta_pending:
             self._link.unsubscribe(self._meta_topic)
+        if wildcard is not None:
+            self._link.unsubscribe(wildcard)
         for index in indexes:
             self._link.unsubscribe(bundle_chunk_topic(self._fleet, self.digest, index))
 
@@ -191,16 +204,32 @@ class BundleFetcher:
             if self._done.is_set() or self._assembler.meta is not None:
                 return
             try:
-                self._assembler.accept_meta(BundleMeta.from_bytes(message.payload))
+                meta = BundleMeta.from_bytes(message.payload)
+                self._assembler.accept_meta(meta)
             except EdgeopsError as exc:
                 self._fail(exc)
                 return
         self._link.unsubscribe(self._meta_topic)
+        if meta.chunk_count <= self._window:
+            with self._lock:
+                self._wildcard = bundle_chunk_filter(self._fleet, self.digest)
+            self._link.subscribe(self._wildcard, self._handle_chunk)
+        else:
+            self._fill_window()
+
+    def _handle_disconnect(self, reason: str) -> None:
+        # Runs before the link reconnects: trade the wildcard for the missing chunks' own
+        # topics so that the reconnect asks the broker for those alone.
+        with self._lock:
+            wildcard, self._wildcard = self._wildcard, None
+            if wildcard is None or self._done.is_set():
+                return
+        self._link.unsubscribe(wildcard)
         self._fill_window()
 
     def _fill_window(self) -> None:
         with self._lock:
-            if self._done.is_set():
+            if self._done.is_set() or self._wildcard is not None:
                 return
             wanted = [i for i in self._assembler.missing() if i not in self._subscribed]
             room = self._window - len(self._subscribed)
@@ -236,11 +265,13 @@ class BundleFetcher:
                 self.refetched += 1
                 refetch = True
                 new = False
-            if not refetch:
+                self._subscribed.add(index)
+            else:
                 was_subscribed = index in self._subscribed
                 self._subscribed.discard(index)
         if refetch:
-            # Subscribing again to the same filter makes the broker resend its retained copy.
+            # Subscribing again to the chunk's own topic makes the broker resend its retained
+            # copy (and only that one, also under the wildcard).
             self._link.subscribe(message.topic, self._handle_chunk)
             return
         if was_subscribed:
@@ -258,7 +289,9 @@ class BundleFetcher:
                     self._fail(exc)
                     return
                 self._done.set()
-                return
+        if complete:
+            self.cancel()
+            return
         self._fill_window()
 
     def _fail(self, error: EdgeopsError) -> None:

@@ -31,6 +31,7 @@ from edgeops.mqtt.link import (
     EventAck,
     Message,
     MessageHandler,
+    callback_remover,
 )
 from edgeops.mqtt.settings import Will
 from edgeops.protocol.topics import topic_matches, validate_filter, validate_topic_name
@@ -284,11 +285,11 @@ class FakeLink:
     def set_will(self, will: Will | None) -> None:
         self._will = will
 
-    def on_connect(self, callback: ConnectCallback) -> None:
-        self._on_connect.append(callback)
+    def on_connect(self, callback: ConnectCallback) -> Callable[[], None]:
+        return callback_remover(self._on_connect, callback)
 
-    def on_disconnect(self, callback: DisconnectCallback) -> None:
-        self._on_disconnect.append(callback)
+    def on_disconnect(self, callback: DisconnectCallback) -> Callable[[], None]:
+        return callback_remover(self._on_disconnect, callback)
 
     @property
     def subscriptions(self) -> list[str]:
@@ -319,8 +320,9 @@ class FakeLink:
         if not self._connected:
             return
         self._connected = False
+        # Run now, not queued: like a real link, a reconnect must see what they changed.
         for on_disconnect in list(self._on_disconnect):
-            self._broker._schedule(functools.partial(on_disconnect, reason))
+            on_disconnect(reason)
 
     def _matches(self, topic: str) -> bool:
         return any(topic_matches(f, topic) for f in self._subscriptions)
@@ -328,8 +330,11 @@ class FakeLink:
     def _dispatch(self, message: Message) -> None:
         if not self._connected:
             return
+        called: list[MessageHandler] = []
         for topic_filter, handler in list(self._subscriptions.items()):
-            if topic_matches(topic_filter, message.topic):
+            # One call per distinct handler, however many of its filters match.
+            if topic_matches(topic_filter, message.topic) and handler not in called:
+                called.append(handler)
                 try:
                     handler(message)
                 except Exception:

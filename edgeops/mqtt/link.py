@@ -11,10 +11,11 @@ call ``publish``, ``subscribe`` and ``unsubscribe``.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from edgeops.errors import TransportError
 from edgeops.mqtt.settings import Will
@@ -29,6 +30,8 @@ class Message:
     retain: bool = False
     qos: int = 0
 
+
+_C = TypeVar("_C")
 
 MessageHandler = Callable[[Message], None]
 ConnectCallback = Callable[[bool], None]
@@ -105,13 +108,31 @@ class Link(Protocol):
         """The last will to register with the broker from the next connection on."""
         ...
 
-    def on_connect(self, callback: ConnectCallback) -> None:
-        """Register a callback for every successful connection (first and reconnects)."""
+    def on_connect(self, callback: ConnectCallback) -> Callable[[], None]:
+        """Register a callback for every successful connection (first and reconnects).
+
+        Returns a function that unregisters it.
+        """
         ...
 
-    def on_disconnect(self, callback: DisconnectCallback) -> None:
-        """Register a callback for every loss of an established connection."""
+    def on_disconnect(self, callback: DisconnectCallback) -> Callable[[], None]:
+        """Register a callback for every loss of an established connection.
+
+        It runs before the link reconnects, so subscription changes it makes are what the
+        reconnect subscribes to. Returns a function that unregisters it.
+        """
         ...
+
+
+def callback_remover(callbacks: list[_C], callback: _C) -> Callable[[], None]:
+    """Append ``callback`` and return a function that removes it again (once)."""
+    callbacks.append(callback)
+
+    def remove() -> None:
+        with contextlib.suppress(ValueError):
+            callbacks.remove(callback)
+
+    return remove
 
 
 class EventAck:

@@ -32,6 +32,7 @@ from edgeops.mqtt.link import (
     EventAck,
     Message,
     MessageHandler,
+    callback_remover,
 )
 from edgeops.mqtt.settings import MqttSettings, Will
 from edgeops.protocol.topics import topic_matches, validate_filter, validate_topic_name
@@ -228,11 +229,11 @@ class PahoLink:
     def set_will(self, will: Will | None) -> None:
         self._will = will
 
-    def on_connect(self, callback: ConnectCallback) -> None:
-        self._on_connect.append(callback)
+    def on_connect(self, callback: ConnectCallback) -> Callable[[], None]:
+        return callback_remover(self._on_connect, callback)
 
-    def on_disconnect(self, callback: DisconnectCallback) -> None:
-        self._on_disconnect.append(callback)
+    def on_disconnect(self, callback: DisconnectCallback) -> Callable[[], None]:
+        return callback_remover(self._on_disconnect, callback)
 
     @property
     def subscriptions(self) -> list[str]:
@@ -430,11 +431,11 @@ class PahoLink:
             _log.warning("%s: dropped a message with a non-UTF-8 topic", self.client_id)
             return
         with self._lock:
-            handlers = [
-                handler
-                for topic_filter, (handler, _) in self._subscriptions.items()
-                if topic_matches(topic_filter, message.topic)
-            ]
+            handlers: list[MessageHandler] = []
+            for topic_filter, (handler, _) in self._subscriptions.items():
+                # One call per distinct handler, however many of its filters match.
+                if topic_matches(topic_filter, message.topic) and handler not in handlers:
+                    handlers.append(handler)
         for handler in handlers:
             try:
                 handler(message)

@@ -114,6 +114,10 @@ class ChunkAssembler:
         self._meta: BundleMeta | None = None
         self._received: set[int] = set()
         self._finished = False
+        # The whole-bundle hash follows the contiguous prefix of received chunks, so chunks
+        # that arrive in order are hashed from memory and never read back from the sink.
+        self._whole = hashlib.sha256()
+        self._hashed = 0
 
     @property
     def meta(self) -> BundleMeta | None:
@@ -173,9 +177,26 @@ class ChunkAssembler:
                 f"got {actual[:16]}…"
             )
         self._sink.seek(index * meta.chunk_size)
-        self._sink.write(bytes(data))
+        self._sink.write(data)
         self._received.add(index)
+        if index == self._hashed:
+            self._whole.update(data)
+            self._hashed += 1
+            self._hash_written_prefix(meta)
         return True
+
+    def _hash_written_prefix(self, meta: BundleMeta) -> None:
+        # Chunks that came early are read back once the gap before them is filled.
+        while self._hashed in self._received:
+            self._sink.seek(self._hashed * meta.chunk_size)
+            length = meta.chunk_length(self._hashed)
+            block = self._sink.read(length)
+            if len(block) != length:
+                raise SizeLimitError(
+                    f"sink returned {len(block)} bytes for chunk {self._hashed}, expected {length}"
+                )
+            self._whole.update(block)
+            self._hashed += 1
 
     def missing(self) -> list[int]:
         """Indexes not yet received, ascending (empty before the meta is known: see meta)."""
@@ -201,26 +222,16 @@ class ChunkAssembler:
         return self._meta is not None and len(self._received) == self._meta.chunk_count
 
     def finish(self) -> None:
-        """Read the sink back and check the whole bundle's SHA-256 against the directive's."""
+        """Check the whole bundle's SHA-256 against the directive's (raises on mismatch)."""
         if not self.complete:
             raise StateError(f"bundle incomplete: {len(self.missing())} chunks missing")
         if self._finished:
             return
-        whole = hashlib.sha256()
-        self._sink.seek(0)
-        remaining = self.size
-        while remaining > 0:
-            block = self._sink.read(min(_READ_BLOCK, remaining))
-            if not block:
-                break
-            whole.update(block)
-            remaining -= len(block)
-        if remaining != 0:
-            raise SizeLimitError(f"sink holds {self.size - remaining} bytes, expected {self.size}")
-        if whole.hexdigest() != self.digest:
+        actual = self._whole.hexdigest()
+        if actual != self.digest:
             raise DigestMismatchError(
                 f"assembled bundle: expected sha256 {self.digest[:16]}…, "
-                f"got {whole.hexdigest()[:16]}… (meta lied about chunk hashes)"
+                f"got {actual[:16]}… (meta lied about chunk hashes)"
             )
         self._finished = True
 

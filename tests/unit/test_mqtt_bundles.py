@@ -23,9 +23,16 @@ class CorruptingLink:
     def __init__(self, inner: Link, topic: str, times: int = 1) -> None:
         self.inner = inner
         self.topic = topic
+        self.wrappers: dict[MessageHandler, MessageHandler] = {}
         self.left = times
 
     def subscribe(self, topic_filter: str, handler: MessageHandler, *, qos: int = 1) -> Ack:
+        # One wrapper per handler, so the link still sees one handler under two filters.
+        if handler not in self.wrappers:
+            self.wrappers[handler] = self._wrap(handler)
+        return self.inner.subscribe(topic_filter, self.wrappers[handler], qos=qos)
+
+    def _wrap(self, handler: MessageHandler) -> MessageHandler:
         def corrupting(message: Message) -> None:
             if message.topic == self.topic and self.left > 0:
                 self.left -= 1
@@ -34,7 +41,7 @@ class CorruptingLink:
                 message = Message(message.topic, bytes(payload), message.retain, message.qos)
             handler(message)
 
-        return self.inner.subscribe(topic_filter, corrupting, qos=qos)
+        return corrupting
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
@@ -102,6 +109,34 @@ def test_a_fetch_cut_off_midway_resumes_with_only_the_missing_chunks():
     fetcher.wait(1)
     assert sink.getvalue() == DATA
     assert fetcher.deliveries == meta.chunk_count
+
+
+def test_a_small_bundle_comes_through_the_wildcard_and_resumes_through_missing_topics():
+    broker, meta = _setup()
+    link = broker.link("pi")
+    link.connect()
+    sink = io.BytesIO()
+    held: list[list[str]] = []
+    calls: list[int] = []
+
+    def cut_after_four(received: int, total: int) -> None:
+        calls.append(received)
+        if len(calls) == 4:
+            held.append(link.subscriptions)
+            broker.drop("pi", reconnect=False)
+            held.append(link.subscriptions)
+
+    fetcher = _fetcher(link, meta, sink, on_progress=cut_after_four)
+    fetcher.start()
+    assert held[0] == [bundle_chunk_filter("acme", meta.digest)]
+    # After the drop, before the reconnect: the missing chunks' own topics, no wildcard.
+    missing = fetcher.missing()
+    assert held[1] == sorted(bundle_chunk_topic("acme", meta.digest, i) for i in missing)
+    link.reconnect()
+    fetcher.wait(1)
+    assert sink.getvalue() == DATA
+    assert fetcher.deliveries == meta.chunk_count
+    assert link.subscriptions == []
 
 
 def test_a_corrupt_chunk_is_detected_and_only_that_chunk_is_fetched_again():

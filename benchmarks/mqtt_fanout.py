@@ -1,0 +1,246 @@
+"""Fan-out of a retained bundle to many subscribers, and the raw small-message receive rate.
+
+    python benchmarks/mqtt_fanout.py [--subscribers 200] [--bundle-mb 3] [--chunk-kib 256]
+                                     [--messages 30000]
+
+Prints one JSON object. On a Mosquitto this script starts on a free loopback port:
+
+* ``plain_paho_s`` — the bundle is published once as retained chunks; N plain paho clients,
+  already connected, subscribe to the chunk wildcard at the same moment; the time until
+  every client has every chunk (bytes only counted). The baseline the fleet's rollout
+  target is a ratio of.
+* ``fetcher_s`` — the same N clients as :class:`~edgeops.mqtt.PahoLink` with a
+  :class:`~edgeops.mqtt.BundleFetcher` each, writing to a file, checking every chunk's and
+  the whole bundle's SHA-256. ``fetcher_vs_plain`` is the ratio.
+* ``fleet_publishes`` — how many messages the publisher sent for the bundle (one per chunk
+  plus the meta, whatever N).
+* ``raw_paho_msgs_per_s`` — 200-byte QoS 1 messages from a publisher in another process to
+  one plain paho subscriber that counts them; ``link_msgs_per_s`` — the same into a
+  :class:`~edgeops.mqtt.PahoLink` handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import pwd
+import random
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edgeops.broker import MosquittoBroker
+from edgeops.mqtt import BundleFetcher, Message, MqttSettings, PahoLink, publish_bundle
+from edgeops.protocol import bundle_chunk_filter
+
+FLEET = "bench"
+
+
+def _broker_config() -> str:
+    # Enough queued messages per client that a burst of small QoS 1 messages is not dropped
+    # by the broker; a root run keeps its own user so files stay writable.
+    user = pwd.getpwuid(os.getuid()).pw_name
+    return (
+        f"allow_anonymous true\nuser {user}\nmax_queued_messages 0\n"
+        "max_inflight_messages 100\nmax_connections -1\n"
+    )
+
+
+def _connected_paho(broker: MosquittoBroker, client_id: str) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    ready = threading.Event()
+    client.on_connect = lambda c, u, f, rc, p: ready.set()
+    client.connect(broker.host, broker.port, keepalive=60)
+    client.loop_start()
+    if not ready.wait(10):
+        raise RuntimeError(f"{client_id} did not connect")
+    return client
+
+
+def plain_paho_fanout(broker: MosquittoBroker, digest: str, chunks: int, subscribers: int) -> float:
+    clients = [_connected_paho(broker, f"plain-{i}") for i in range(subscribers)]
+    remaining = threading.Semaphore(0)
+    counts = [0] * subscribers
+
+    def handler(index: int) -> Any:
+        def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+            counts[index] += 1
+            if counts[index] == chunks:
+                remaining.release()
+
+        return on_message
+
+    for index, client in enumerate(clients):
+        client.on_message = handler(index)
+    started = time.perf_counter()
+    for client in clients:
+        client.subscribe(bundle_chunk_filter(FLEET, digest), qos=1)
+    for _ in range(subscribers):
+        if not remaining.acquire(timeout=120):
+            raise RuntimeError(f"plain fan-out incomplete: {sum(counts)} of {chunks * subscribers}")
+    elapsed = time.perf_counter() - started
+    for client in clients:
+        client.disconnect()
+        client.loop_stop()
+    return elapsed
+
+
+def fetcher_fanout(
+    broker: MosquittoBroker, digest: str, size: int, subscribers: int, folder: Path
+) -> float:
+    links = []
+    for i in range(subscribers):
+        link = PahoLink(MqttSettings(host=broker.host, port=broker.port, client_id=f"dev-{i}"))
+        link.connect(timeout=10)
+        links.append(link)
+    sinks = [(folder / f"dev-{i}.bundle").open("w+b") for i in range(subscribers)]
+    fetchers = [
+        BundleFetcher(link, FLEET, digest=digest, size=size, sink=sink)
+        for link, sink in zip(links, sinks, strict=True)
+    ]
+    started = time.perf_counter()
+    for fetcher in fetchers:
+        fetcher.start()
+    for fetcher in fetchers:
+        fetcher.wait(120)
+    elapsed = time.perf_counter() - started
+    for sink in sinks:
+        sink.close()
+    for link in links:
+        link.close()
+    return elapsed
+
+
+def _publish_small(host: str, port: int, count: int, start: Any) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="small-pub", protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(100)
+    client.connect(host, port)
+    client.loop_start()
+    start.wait()
+    payload = b"x" * 200
+    info = None
+    for i in range(count):
+        info = client.publish(f"edgeops/v1/{FLEET}/dev/d{i % 100}/telemetry", payload, qos=1)
+    if info is not None:
+        info.wait_for_publish(120)
+    client.disconnect()
+    client.loop_stop()
+
+
+def _receive_rate(broker: MosquittoBroker, count: int, subscribe: Any) -> float:
+    done = threading.Event()
+    times: list[float] = []
+
+    def on_one() -> None:
+        times.append(time.perf_counter())
+        if len(times) == count:
+            done.set()
+
+    closer = subscribe(on_one)
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Event()
+    publisher = ctx.Process(target=_publish_small, args=(broker.host, broker.port, count, start))
+    publisher.start()
+    time.sleep(0.5)
+    start.set()
+    finished = done.wait(120)
+    publisher.join(120)
+    closer()
+    if not finished:
+        raise RuntimeError(f"received {len(times)} of {count} small messages")
+    return (count - 1) / (times[-1] - times[0])
+
+
+def raw_paho_rate(broker: MosquittoBroker, count: int) -> float:
+    def subscribe(on_one: Any) -> Any:
+        client = _connected_paho(broker, "raw-sub")
+        client.on_message = lambda c, u, m: on_one()
+        client.subscribe(f"edgeops/v1/{FLEET}/dev/+/telemetry", qos=1)
+        time.sleep(0.2)
+        return lambda: (client.disconnect(), client.loop_stop())
+
+    return _receive_rate(broker, count, subscribe)
+
+
+def link_rate(broker: MosquittoBroker, count: int) -> float:
+    def subscribe(on_one: Any) -> Any:
+        link = PahoLink(MqttSettings(host=broker.host, port=broker.port, client_id="link-sub"))
+        link.connect(timeout=10)
+
+        def handler(message: Message) -> None:
+            on_one()
+
+        link.subscribe(f"edgeops/v1/{FLEET}/dev/+/telemetry", handler).wait(10)
+        return link.close
+
+    return _receive_rate(broker, count, subscribe)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--subscribers", type=int, default=200)
+    parser.add_argument("--bundle-mb", type=float, default=3.0)
+    parser.add_argument("--chunk-kib", type=int, default=256)
+    parser.add_argument("--messages", type=int, default=30000)
+    args = parser.parse_args()
+
+    bundle = random.Random(1).randbytes(int(args.bundle_mb * 1024 * 1024))
+    folder = Path(tempfile.mkdtemp(prefix="edgeops-fanout-"))
+    try:
+        with MosquittoBroker(_broker_config(), workdir=folder / "broker") as broker:
+            publisher = PahoLink(
+                MqttSettings(host=broker.host, port=broker.port, client_id="fleet")
+            )
+            publisher.connect(timeout=10)
+            started = time.perf_counter()
+            meta = publish_bundle(publisher, FLEET, bundle, chunk_size=args.chunk_kib * 1024)
+            publish_s = time.perf_counter() - started
+            publisher.close()
+            fleet_publishes = meta.chunk_count + 1
+
+            plain = plain_paho_fanout(broker, meta.digest, meta.chunk_count, args.subscribers)
+            fetched = fetcher_fanout(broker, meta.digest, meta.total_size, args.subscribers, folder)
+            for path in folder.glob("dev-*.bundle"):
+                if path.read_bytes() != bundle:
+                    raise RuntimeError(f"{path.name} differs from the bundle")
+                path.unlink()
+            raw = raw_paho_rate(broker, args.messages)
+            via_link = link_rate(broker, args.messages)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    total_mb = args.subscribers * len(bundle) / 1e6
+    print(
+        json.dumps(
+            {
+                "subscribers": args.subscribers,
+                "bundle_bytes": len(bundle),
+                "chunk_size": meta.chunk_size,
+                "chunks": meta.chunk_count,
+                "fleet_publishes": fleet_publishes,
+                "publish_s": round(publish_s, 4),
+                "plain_paho_s": round(plain, 3),
+                "plain_paho_mb_per_s": round(total_mb / plain, 1),
+                "fetcher_s": round(fetched, 3),
+                "fetcher_mb_per_s": round(total_mb / fetched, 1),
+                "fetcher_vs_plain": round(fetched / plain, 3),
+                "small_messages": args.messages,
+                "raw_paho_msgs_per_s": round(raw),
+                "link_msgs_per_s": round(via_link),
+                "link_vs_raw": round(via_link / raw, 3),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
