@@ -229,20 +229,22 @@ def load_onnx(source: str | os.PathLike[str] | bytes) -> OnnxGraph:
     """
     import onnx
 
-    if isinstance(source, bytes):
-        data = source
-    else:
-        path = Path(source)
-        try:
-            size = path.stat().st_size
-        except OSError as exc:
-            raise ModelError(f"cannot read ONNX model {path}: {exc.strerror}") from exc
-        if size > MAX_ONNX_BYTES:
-            raise ModelError(f"expected an ONNX file under 2 GB, got {size} bytes")
-        data = path.read_bytes()
     try:
-        model = onnx.load_model_from_string(data)
-    except Exception as exc:  # protobuf raises DecodeError and friends
+        if isinstance(source, bytes):
+            model = onnx.load_model_from_string(source)
+        else:
+            path = Path(source)
+            try:
+                size = path.stat().st_size
+            except OSError as exc:
+                raise ModelError(f"cannot read ONNX model {path}: {exc.strerror}") from exc
+            if size > MAX_ONNX_BYTES:
+                raise ModelError(f"expected an ONNX file under 2 GB, got {size} bytes")
+            # From a path, weights stored as external data next to the file are read too.
+            model = onnx.load_model(str(path), load_external_data=True)
+    except ModelError:
+        raise
+    except Exception as exc:  # protobuf raises DecodeError, onnx raises on missing data
         raise ModelError(f"not a valid ONNX model: {exc}") from exc
     if not model.graph.node:
         raise ModelError("the ONNX model has no nodes")

@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from edgeops.converters.ir import Graph
 from edgeops.converters.onnx_import import OnnxGraph
-from edgeops.errors import ConfigError, ConversionError
+from edgeops.errors import ConfigError, ConversionError, ModelError
 
 Mode = Literal["float32", "float16", "dynamic", "int8"]
 MODES: tuple[str, ...] = ("float32", "float16", "dynamic", "int8")
@@ -113,8 +113,11 @@ def is_tflite(source: Path | bytes) -> bool:
     if isinstance(source, bytes):
         head = source[:8]
     else:
-        with Path(source).open("rb") as handle:
-            head = handle.read(8)
+        try:
+            with Path(source).open("rb") as handle:
+                head = handle.read(8)
+        except OSError as exc:
+            raise ModelError(f"cannot read model {source}: {exc.strerror}") from exc
     return len(head) == 8 and head[4:8] == b"TFL3"
 
 
@@ -137,15 +140,15 @@ def convert_model(
     options = options or ConvertOptions()
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    if is_tflite(data):
+    if is_tflite(source if isinstance(source, bytes) else Path(source)):
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
         return _pass_through(data, options)
 
     from edgeops.converters.onnx_import import load_onnx
     from edgeops.converters.passes import import_passes
     from edgeops.converters.writer import serialize
 
-    onnx_graph = import_passes(load_onnx(data), options.input_shapes)
+    onnx_graph = import_passes(load_onnx(source), options.input_shapes)
     timings["import"] = time.perf_counter() - started
     input_shapes = {name: onnx_graph.static_shape(name) or () for name in onnx_graph.inputs}
 
