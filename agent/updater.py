@@ -97,6 +97,8 @@ class Outcome(StrEnum):
 FINAL_OUTCOMES = frozenset({Outcome.COMMITTED, Outcome.NOOP, Outcome.FAILED, Outcome.GAVE_UP})
 
 Action_ = Literal["install", "rollback"]
+#: A value in an event's figures (the wire protocol allows flat scalars only).
+Scalar = float | int | str | bool | None
 
 
 # --------------------------------------------------------------------------- values
@@ -462,10 +464,18 @@ class Discard:
 
 @dataclass(frozen=True)
 class Report:
-    """Publish an event message: ``kind`` plus fields (reason, figures, sequence)."""
+    """Publish an event message (``edgeops.protocol.EventMessage`` without seq and ts).
+
+    ``kind`` is one of the protocol's event kinds; ``state`` the phase the fleet folds into
+    a rollout phase (None: says nothing final); ``figures`` the flat measurements behind it.
+    """
 
     kind: str
-    fields: Mapping[str, Any]
+    state: str | None = None
+    directive_seq: int | None = None
+    bundle_digest: str | None = None
+    reason: str = ""
+    figures: Mapping[str, Scalar] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -558,7 +568,13 @@ class Updater:
             case DownloadFinished():
                 return self._on_download_finished()
             case DownloadFailed():
-                return self._on_download_failed(event)
+                outcome = Outcome.INTERRUPTED if event.transient else Outcome.FAILED
+                return self._abandon(
+                    Phase.DOWNLOADING,
+                    f"download failed: {event.reason}",
+                    outcome=outcome,
+                    discard=not event.transient,
+                )
             case BundleVerified():
                 return self._on_verified(event)
             case BundleRejected():
@@ -596,6 +612,29 @@ class Updater:
     def _resting_phase(self) -> Phase:
         return Phase.COMMITTED if self._state.committed else Phase.IDLE
 
+    @staticmethod
+    def _report(
+        kind: str,
+        state: Phase | None,
+        order: Order | None,
+        reason: str = "",
+        figures: Mapping[str, Scalar] | None = None,
+        *,
+        bundle: str | None = None,
+    ) -> Report:
+        flat: dict[str, Scalar] = {}
+        if order is not None:
+            flat.update(target=order.target, action=order.action)
+        flat.update(figures or {})
+        return Report(
+            kind=kind,
+            state=state.value if state else None,
+            directive_seq=order.sequence if order else None,
+            bundle_digest=bundle or (order.bundle_digest if order else None),
+            reason=reason,
+            figures=flat,
+        )
+
     # ------------------------------------------------------------------ start-up
 
     def _on_started(self) -> list[UpdaterAction]:
@@ -604,11 +643,11 @@ class Updater:
             return [LoadCommitted(state.committed), PublishState()]
         candidate = state.candidate
         assert candidate is not None
+        order = candidate.order
         interrupted_in = state.phase
         reason = f"agent restarted during {interrupted_in.value}"
-        target = candidate.order.target
-        records = self._record(target, outcome=Outcome.INTERRUPTED, reason=reason)
-        if interrupted_in in ACTIVATED_PHASES and candidate.order.action == "install":
+        records = self._record(order.target, outcome=Outcome.INTERRUPTED, reason=reason)
+        if interrupted_in in ACTIVATED_PHASES and order.action == "install":
             phase = Phase.ROLLED_BACK
         else:
             # Nothing the device serves changed (or a rollback directive did not finish, so
@@ -616,17 +655,17 @@ class Updater:
             phase = self._resting_phase()
         persist = self._set(phase=phase, candidate=None, records=records, reason=reason)
         actions: list[UpdaterAction] = [persist, LoadCommitted(state.committed)]
-        if candidate.order.action == "install":
-            actions.append(Discard(candidate.order.bundle_digest))
+        if order.action == "install":
+            actions.append(Discard(order.bundle_digest))
+        # Reported as progress, not a result: the retained directive comes again on connect
+        # and is retried, so the fleet must not count this as the device's final answer.
         actions += [
-            Report(
-                "interrupted",
-                {
-                    "reason": reason,
-                    "phase": interrupted_in.value,
-                    **self._order_fields(candidate.order),
-                    "running": _digest(state.committed),
-                },
+            self._report(
+                "update_progress",
+                None,
+                order,
+                reason,
+                {"interrupted_in": interrupted_in.value, "running": _digest(state.committed)},
             ),
             PublishState(),
         ]
@@ -643,25 +682,24 @@ class Updater:
         attempts = 1
         last_sequence = record.sequence if record else None
         if record is not None and record.raw_digest == digest:
-            if record.outcome in FINAL_OUTCOMES or record.outcome is Outcome.IN_PROGRESS:
+            if record.outcome is not Outcome.INTERRUPTED:
                 return []  # the retained copy of a directive already handled
-            # Interrupted before: a retry of the same signed bytes.
             if record.attempts >= self._max_attempts:
                 reason = (
-                    f"directive sequence {record.sequence} was interrupted {record.attempts} "
-                    f"times; giving up (max_attempts={self._max_attempts})"
+                    f"directive sequence {record.sequence} for {record.target} was "
+                    f"interrupted {record.attempts} times; giving up "
+                    f"(max_attempts={self._max_attempts})"
                 )
                 records = self._record(event.target, outcome=Outcome.GAVE_UP, reason=reason)
                 return [
                     self._set(records=records, reason=reason),
                     Report(
-                        "loop_guard",
-                        {
-                            "reason": reason,
-                            "target": event.target,
-                            "sequence": record.sequence,
-                            "attempts": record.attempts,
-                        },
+                        kind="loop_guard",
+                        state=Phase.FAILED.value,
+                        directive_seq=record.sequence,
+                        bundle_digest=record.bundle_digest,
+                        reason=reason,
+                        figures={"target": record.target, "attempts": record.attempts},
                     ),
                 ]
             attempts = record.attempts + 1
@@ -684,16 +722,11 @@ class Updater:
     @staticmethod
     def _rejected(target: str, error: str, reason: str) -> Report:
         # Nothing is persisted: a rejected directive changes no state on the device.
-        return Report("directive_rejected", {"target": target, "error": error, "reason": reason})
-
-    @staticmethod
-    def _order_fields(order: Order) -> dict[str, Any]:
-        return {
-            "target": order.target,
-            "sequence": order.sequence,
-            "action": order.action,
-            "bundle": order.bundle_digest,
-        }
+        return Report(
+            kind="rejected",
+            reason=f"{error}: {reason}",
+            figures={"target": target, "error": error},
+        )
 
     def _accept(self, order: Order, digest: str, attempts: int) -> list[UpdaterAction]:
         state = self._state
@@ -706,21 +739,31 @@ class Updater:
             outcome=Outcome.IN_PROGRESS,
             attempts=attempts,
         )
-        fields = {**self._order_fields(order), "attempt": attempts}
-        if order.action == "rollback":
-            return self._accept_rollback(order, digest, record, records, fields)
         if state.committed is not None and state.committed.digest == order.bundle_digest:
             records[order.target] = replace(record, outcome=Outcome.NOOP)
             return [
                 self._set(records=records, reason=""),
-                Report("already_running", fields),
+                self._report(
+                    "update_result",
+                    Phase.COMMITTED,
+                    order,
+                    "already running this bundle",
+                    {"attempt": attempts},
+                ),
             ]
+        if order.action == "rollback":
+            return self._accept_rollback(order, digest, record, records)
         records[order.target] = record
         candidate = Candidate(order=order, raw_digest=digest)
         self._reported_progress = -1
         return [
             self._set(phase=Phase.DOWNLOADING, candidate=candidate, records=records, reason=""),
-            Report("downloading", {**fields, "size": order.bundle_size}),
+            self._report(
+                "update_progress",
+                Phase.DOWNLOADING,
+                order,
+                figures={"attempt": attempts, "size": order.bundle_size},
+            ),
             Fetch(order.bundle_digest, order.bundle_size),
         ]
 
@@ -730,13 +773,8 @@ class Updater:
         digest: str,
         record: DirectiveRecord,
         records: dict[str, DirectiveRecord],
-        fields: dict[str, Any],
     ) -> list[UpdaterAction]:
-        state = self._state
-        if state.committed is not None and state.committed.digest == order.bundle_digest:
-            records[order.target] = replace(record, outcome=Outcome.NOOP)
-            return [self._set(records=records), Report("already_running", fields)]
-        previous = state.previous
+        previous = self._state.previous
         if previous is None or previous.digest != order.bundle_digest:
             reason = (
                 f"rollback asks for bundle {order.bundle_digest[:12]}, but the previous "
@@ -745,7 +783,7 @@ class Updater:
             records[order.target] = replace(record, outcome=Outcome.FAILED, reason=reason)
             return [
                 self._set(records=records, reason=reason),
-                Report("failed", {**fields, "reason": reason}),
+                self._report("update_result", Phase.FAILED, order, reason),
             ]
         records[order.target] = record
         # The candidate of a rollback is the previous bundle, already verified and kept.
@@ -755,7 +793,7 @@ class Updater:
             self._set(
                 phase=Phase.ROLLING_BACK, candidate=candidate, records=records, reason=reason
             ),
-            Report("rolling_back", {**fields, "reason": reason}),
+            self._report("update_progress", Phase.ROLLING_BACK, order, reason),
             RollBack(previous, reason),
         ]
 
@@ -767,41 +805,28 @@ class Updater:
             return []
         # Report in quarter steps: a progress event per chunk would flood the broker.
         step = min(4, event.received * 4 // event.total)
-        if step <= self._reported_progress or step == 4:
+        if step <= self._reported_progress or step in (0, 4):
             return []
         self._reported_progress = step
         return [
-            Report(
-                "progress",
-                {
-                    **self._order_fields(candidate.order),
-                    "received": event.received,
-                    "total": event.total,
-                },
+            self._report(
+                "update_progress",
+                Phase.DOWNLOADING,
+                candidate.order,
+                figures={"received": event.received, "total": event.total},
             )
         ]
 
     def _on_download_finished(self) -> list[UpdaterAction]:
         candidate = self._expect(Phase.DOWNLOADING)
         order = candidate.order
-        counter = self._state.committed.release_counter if self._state.committed else None
+        committed = self._state.committed
+        counter = committed.release_counter if committed else None
         return [
             self._set(phase=Phase.VERIFYING),
-            Report("verifying", self._order_fields(order)),
+            self._report("update_progress", Phase.VERIFYING, order),
             Verify(order.bundle_digest, order.bundle_size, counter),
         ]
-
-    def _on_download_failed(self, event: DownloadFailed) -> list[UpdaterAction]:
-        candidate = self._expect(Phase.DOWNLOADING)
-        if event.transient:
-            return self._abandon(
-                Phase.DOWNLOADING,
-                f"download failed: {event.reason}",
-                outcome=Outcome.INTERRUPTED,
-                discard=False,
-            )
-        del candidate
-        return self._abandon(Phase.DOWNLOADING, f"download failed: {event.reason}")
 
     def _on_verified(self, event: BundleVerified) -> list[UpdaterAction]:
         candidate = self._expect(Phase.VERIFYING)
@@ -811,11 +836,16 @@ class Updater:
                 f"got {event.bundle.digest}"
             )
         staged = replace(candidate, bundle=event.bundle)
-        fields = {**self._order_fields(candidate.order), "version": event.bundle.version}
         return [
             self._set(phase=Phase.STAGED, candidate=staged),
-            Report("staged", fields),
+            self._report(
+                "update_progress",
+                Phase.STAGED,
+                candidate.order,
+                figures={"version": event.bundle.version, "release": event.bundle.release_counter},
+            ),
             self._set(phase=Phase.TESTING),
+            self._report("update_progress", Phase.TESTING, candidate.order),
             CheckHealth(event.bundle),
         ]
 
@@ -826,27 +856,30 @@ class Updater:
         *,
         outcome: Outcome = Outcome.FAILED,
         discard: bool = True,
-        figures: Mapping[str, float] | None = None,
+        figures: Mapping[str, Scalar] | None = None,
     ) -> list[UpdaterAction]:
         """Give the candidate up before it ever served: the running model never changed."""
         candidate = self._expect(expected)
-        records = self._record(candidate.order.target, outcome=outcome, reason=reason)
-        phase = Phase.FAILED if outcome is Outcome.FAILED else self._resting_phase()
+        order = candidate.order
+        records = self._record(order.target, outcome=outcome, reason=reason)
+        final = outcome is Outcome.FAILED
+        phase = Phase.FAILED if final else self._resting_phase()
         actions: list[UpdaterAction] = [
             self._set(phase=phase, candidate=None, records=records, reason=reason)
         ]
         if discard:
-            actions.append(Discard(candidate.order.bundle_digest))
-        fields: dict[str, Any] = {
-            **self._order_fields(candidate.order),
-            "reason": reason,
-            "phase": expected.value,
+            actions.append(Discard(order.bundle_digest))
+        flat: dict[str, Scalar] = {
+            "failed_in": expected.value,
             "running": _digest(self._state.committed),
         }
-        if figures:
-            fields["figures"] = dict(figures)
-        kind = "failed" if outcome is Outcome.FAILED else "interrupted"
-        actions += [Report(kind, fields), PublishState()]
+        flat.update(figures or {})
+        if final:
+            actions.append(self._report("update_result", Phase.FAILED, order, reason, flat))
+        else:
+            # Transient: the retained directive is retried on the next connect.
+            actions.append(self._report("update_progress", None, order, reason, flat))
+        actions.append(PublishState())
         return actions
 
     # ------------------------------------------------------------------ health, activation
@@ -860,22 +893,25 @@ class Updater:
         assert candidate.bundle is not None
         return [
             self._set(phase=Phase.ACTIVATING),
-            Report(
-                "activating",
-                {**self._order_fields(candidate.order), "figures": dict(event.figures)},
+            self._report(
+                "update_progress", Phase.ACTIVATING, candidate.order, figures=event.figures
             ),
             Activate(candidate.bundle, candidate.order.policy),
         ]
 
     def _on_activated(self) -> list[UpdaterAction]:
         candidate = self._expect(Phase.ACTIVATING)
+        policy = candidate.order.policy
         return [
             self._set(phase=Phase.TRIAL),
-            Report(
-                "trial",
-                {
-                    **self._order_fields(candidate.order),
-                    "policy": candidate.order.policy.to_json(),
+            self._report(
+                "update_progress",
+                Phase.TRIAL,
+                candidate.order,
+                figures={
+                    "window_s": policy.window_s,
+                    "max_error_rate": policy.max_error_rate,
+                    "max_p95_ms": policy.max_p95_ms,
                 },
             ),
             PublishState(),
@@ -892,7 +928,7 @@ class Updater:
             return self._start_rollback(Phase.TRIAL, reason, figures)
         return self._commit(candidate, figures)
 
-    def _commit(self, candidate: Candidate, figures: Mapping[str, float]) -> list[UpdaterAction]:
+    def _commit(self, candidate: Candidate, figures: Mapping[str, Scalar]) -> list[UpdaterAction]:
         bundle = candidate.bundle
         assert bundle is not None
         old = self._state.committed
@@ -909,88 +945,79 @@ class Updater:
         return [
             persist,
             Commit(bundle, keep),
-            Report(
-                "committed",
-                {
-                    **self._order_fields(candidate.order),
-                    "version": bundle.version,
-                    "previous": _digest(old),
-                    "figures": dict(figures),
-                },
+            self._report(
+                "update_result",
+                Phase.COMMITTED,
+                candidate.order,
+                figures={**figures, "previous": _digest(old)},
             ),
             PublishState(),
         ]
 
     def _start_rollback(
-        self, expected: Phase, reason: str, figures: Mapping[str, float]
+        self, expected: Phase, reason: str, figures: Mapping[str, Scalar]
     ) -> list[UpdaterAction]:
         candidate = self._expect(expected)
+        committed = self._state.committed
         return [
             self._set(phase=Phase.ROLLING_BACK, reason=reason),
-            Report(
-                "rolling_back",
-                {
-                    **self._order_fields(candidate.order),
-                    "reason": reason,
-                    "figures": dict(figures),
-                    "to": _digest(self._state.committed),
-                },
+            self._report(
+                "update_progress",
+                Phase.ROLLING_BACK,
+                candidate.order,
+                reason,
+                {**figures, "to": _digest(committed)},
             ),
-            RollBack(self._state.committed, reason),
+            RollBack(committed, reason),
         ]
 
     def _on_rolled_back(self, event: RolledBack) -> list[UpdaterAction]:
         candidate = self._expect(Phase.ROLLING_BACK)
         state = self._state
         order = candidate.order
-        if order.action == "rollback":
-            return self._finish_rollback_directive(candidate, event)
-        reason = state.reason if event.ok else f"{state.reason}; rollback failed: {event.reason}"
-        records = self._record(order.target, outcome=Outcome.FAILED, reason=reason)
-        phase = Phase.ROLLED_BACK if event.ok else Phase.FAILED
-        return [
-            self._set(phase=phase, candidate=None, records=records, reason=reason),
-            Discard(order.bundle_digest),
-            Report(
-                "rolled_back" if event.ok else "failed",
-                {
-                    **self._order_fields(order),
-                    "reason": reason,
-                    "running": _digest(state.committed),
-                },
-            ),
-            PublishState(),
-        ]
-
-    def _finish_rollback_directive(
-        self, candidate: Candidate, event: RolledBack
-    ) -> list[UpdaterAction]:
-        state = self._state
-        order = candidate.order
-        fields = self._order_fields(order)
         if not event.ok:
-            reason = f"rollback failed: {event.reason}"
+            reason = f"{state.reason}; rollback failed: {event.reason}"
             records = self._record(order.target, outcome=Outcome.FAILED, reason=reason)
+            self._set(phase=Phase.FAILED, candidate=None, records=records, reason=reason)
             return [
-                self._set(phase=Phase.FAILED, candidate=None, records=records, reason=reason),
+                Persist(self._state),
                 LoadCommitted(state.committed),
-                Report("failed", {**fields, "reason": reason}),
+                self._report("update_result", Phase.FAILED, order, reason),
                 PublishState(),
             ]
-        records = self._record(order.target, outcome=Outcome.COMMITTED, reason="")
-        # The bundle left behind stays on disk as the new "previous": a later rollback
-        # directive can return to it, and it is still a verified bundle.
-        return [
-            self._set(
+        if order.action == "rollback":
+            # The bundle left behind stays on disk as the new "previous": a later rollback
+            # directive can return to it, and it is still a verified bundle.
+            records = self._record(order.target, outcome=Outcome.COMMITTED, reason="")
+            persist = self._set(
                 phase=Phase.ROLLED_BACK,
                 committed=state.previous,
                 previous=state.committed,
                 candidate=None,
                 records=records,
-                reason=state.reason,
-            ),
-            Report(
-                "rolled_back", {**fields, "reason": state.reason, "running": order.bundle_digest}
+            )
+            return [
+                persist,
+                self._report(
+                    "rolled_back",
+                    Phase.ROLLED_BACK,
+                    order,
+                    state.reason,
+                    {"running": _digest(state.previous)},
+                ),
+                PublishState(),
+            ]
+        records = self._record(order.target, outcome=Outcome.FAILED, reason=state.reason)
+        persist = self._set(phase=Phase.ROLLED_BACK, candidate=None, records=records)
+        return [
+            persist,
+            Discard(order.bundle_digest),
+            self._report(
+                "rolled_back",
+                Phase.ROLLED_BACK,
+                order,
+                state.reason,
+                {"running": _digest(state.committed)},
             ),
             PublishState(),
         ]
