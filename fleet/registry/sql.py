@@ -615,6 +615,15 @@ class SqlStore:
         result: dict[str, float] = self._run(read)
         return result
 
+    def prune(self, *, before: float) -> int:
+        def write(cur: Any) -> int:
+            cur.execute(self._sql("DELETE FROM telemetry WHERE ts < ?"), (before,))
+            deleted: int = max(cur.rowcount, 0)
+            cur.execute(self._sql("DELETE FROM events WHERE ts < ?"), (before,))
+            return deleted + max(int(cur.rowcount), 0)
+
+        return int(self._run(write))
+
     # -- rollouts --------------------------------------------------------------------------
 
     def save_rollout(self, record: RolloutRecord) -> None:

@@ -110,6 +110,10 @@ class RegistryStore(Protocol):
     def mean_p95(self, device_ids: Iterable[str], *, bundle: str) -> dict[str, float]:
         """Each device's mean p95 latency while it ran ``bundle`` (the rollout baseline)."""
 
+    def prune(self, *, before: float) -> int:
+        """Delete telemetry and events older than ``before``; returns the rows deleted.
+        The latest state and health on each device row are kept."""
+
     # -- rollouts --------------------------------------------------------------------------
 
     def save_rollout(self, record: RolloutRecord) -> None:

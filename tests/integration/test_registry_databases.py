@@ -37,8 +37,10 @@ def _postgres_store():
     return PostgresStore(POSTGRES_DSN, schema=f"edgeops_test_{uuid.uuid4().hex[:12]}")
 
 
-@pytest.fixture(name="store", params=["sqlite-file", "postgres"])
-def _store(request, tmp_path):
+# Replaces the in-memory ``store`` fixture that came with the star import: same name, so
+# every imported contract test runs once per database below.
+@pytest.fixture(params=["sqlite-file", "postgres"])
+def store(request, tmp_path):  # type: ignore[no-redef, unused-ignore]
     if request.param == "sqlite-file":
         s = SqliteStore(tmp_path / "registry.sqlite")
         yield s

@@ -274,3 +274,15 @@ def test_a_replayed_multi_sample_message_is_dropped_whole(store):
     assert (replay.written, replay.duplicates) == (0, 3)
     assert store.get_device("d1").p95_ms == 2.0  # the message's last sample
     assert [(s.seq, s.idx) for s in store.telemetry_for("d1")] == [(7, 2), (7, 1), (7, 0)]
+
+
+def test_prune_drops_old_history_but_keeps_the_latest_health(store):
+    store.add_device("d1", group="lab", board=None, now=1.0)
+    store.ingest(
+        telemetry=[sample("d1", i, ts=float(i), p95_ms=float(i)) for i in range(1, 11)],
+        events=[EventRecord(device_id="d1", seq=1, ts=2.0, kind="update_result")],
+    )
+    assert store.prune(before=8.0) == 7 + 1
+    assert [s.seq for s in store.telemetry_for("d1")] == [10, 9, 8]
+    assert store.events_for("d1") == []
+    assert store.get_device("d1").p95_ms == 10.0
