@@ -39,8 +39,8 @@ def _postgres_store():
 
 # Replaces the in-memory ``store`` fixture that came with the star import: same name, so
 # every imported contract test runs once per database below.
-@pytest.fixture(params=["sqlite-file", "postgres"])
-def store(request, tmp_path):  # type: ignore[no-redef, unused-ignore]
+@pytest.fixture(params=["sqlite-file", "postgres"])  # type: ignore[no-redef, unused-ignore]
+def store(request, tmp_path):
     if request.param == "sqlite-file":
         s = SqliteStore(tmp_path / "registry.sqlite")
         yield s
