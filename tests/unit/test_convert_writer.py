@@ -159,3 +159,20 @@ def test_converted_model_keeps_input_and_output_names() -> None:
     summary = comparison.result.summary()
     assert [t["name"] for t in summary["inputs"]] == ["in.0"]
     assert [t["name"] for t in summary["outputs"]] == ["out:0"]
+
+
+def test_hybrid_per_channel_fully_connected_is_refused_for_tflite_runtime_2_14() -> None:
+    graph = Graph()
+    x = graph.add_tensor("x", (2, 4), np.float32)
+    w = graph.add_constant(
+        "w",
+        np.ones((3, 4), np.int8),
+        quantization=QuantParams(np.asarray([0.1, 0.2, 0.3]), np.zeros(3), 0),
+    )
+    b = graph.add_constant("b", np.zeros(3, np.float32))
+    y = graph.add_tensor("y", (2, 3), np.float32)
+    fc = Operator("FULLY_CONNECTED", [x, w, b], [y])
+    with pytest.raises(ConversionError, match=r"version 12 .* 2\.14 reads at most 11"):
+        operator_version(graph, fc)
+    graph.tensors["w"].quantization = QuantParams(np.asarray([0.1]), np.zeros(1), 0)
+    assert operator_version(graph, fc) == 3
