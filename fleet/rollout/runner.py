@@ -26,6 +26,7 @@ from edgeops.errors import ConfigError, StateError
 from edgeops.fleet.registry import RegistryStore
 from edgeops.fleet.rollout.controller import (
     Action,
+    DevicePhase,
     HealthSample,
     PublishDirectives,
     RolloutController,
@@ -132,11 +133,24 @@ class RolloutRunner:
 
     def on_event(self, device_id: str, event: EventMessage) -> None:
         """An update event from a device (feed it Ingestor's ``on_event``)."""
-        state = event.state or ("rolled_back" if event.kind == "rolled_back" else None)
-        if state is None:
-            return
         with self._lock:
-            self.controller.on_event(
+            controller = self.controller
+            if event.kind == "rejected":
+                # A rejection names no bundle; a device that has only just been sent this
+                # rollout's directive is rejecting that one (bad signature, expired, replay).
+                phases = controller.device_phases()
+                if phases.get(device_id) is DevicePhase.SENT:
+                    controller.on_event(
+                        device_id,
+                        DevicePhase.FAILED,
+                        now=self.clock(),
+                        reason=f"rejected the directive: {event.reason}",
+                    )
+                return
+            state = event.state or ("rolled_back" if event.kind == "rolled_back" else None)
+            if state is None:
+                return  # e.g. an interrupted attempt: the device retries, no verdict yet
+            controller.on_event(
                 device_id, state, now=self.clock(), bundle=event.bundle_digest, reason=event.reason
             )
 

@@ -210,3 +210,24 @@ def test_signed_directives_verify_on_the_device_with_increasing_sequences():
     assert directive.rollout.rollout_id == "r1"
     assert directive.rollout.max_error_rate == 0.05
     broker.stop()
+
+
+def test_a_device_rejecting_the_directive_counts_as_failed():
+    store, sink, clock = fleet_store(), RecordingSink(), Clock()
+    runner = RolloutRunner.start(
+        store, sink, rollout_id="r1", group="lab", bundle=NEW, policy=POLICY, clock=clock
+    )
+    runner.tick()
+    runner.on_event(
+        "d3",  # not sent anything yet: its rejection is about something else
+        EventMessage(seq=1, kind="rejected", ts=1.0, reason="ExpiredError: old"),
+    )
+    runner.on_event(
+        "d0",
+        EventMessage(seq=1, kind="rejected", ts=1.0, reason="SignatureError: unknown key"),
+    )
+    runner.tick()
+    assert runner.status is RolloutStatus.ABORTED
+    assert runner.controller.device_phases()["d3"].value == "pending"
+    saved = store.get_rollout("r1")
+    assert saved.device_phases["d0"] == "failed"
