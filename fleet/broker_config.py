@@ -58,6 +58,7 @@ DEFAULT_MANAGERS = ("edgeops-fleet-manager",)
 CRL_VALIDITY_DAYS = 365
 TOPIC_ROOT = "edgeops/v1"
 
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -310,7 +311,8 @@ def settings_for(
     """Broker settings from the fleet folder's edgeops.toml, overridden by arguments.
 
     The port is ``[broker] port`` when set, else the port of ``[broker] url`` (the address
-    devices and the fleet manager use), else 8883.
+    devices and the fleet manager use), else 8883. The listener binds ``[broker] bind``, or
+    the URL's host when that is a loopback address, else every interface.
     """
     data = read_fleet_settings(fleet_dir)
     fleet_section = data.get("fleet", {})
@@ -318,16 +320,24 @@ def settings_for(
     name = fleet_section.get("name") or Path(fleet_dir).resolve().name
     if port is None:
         port = broker_section.get("port")
-    if port is None and isinstance(broker_section.get("url"), str):
+    url_host = None
+    if isinstance(broker_section.get("url"), str):
         from edgeops.mqtt.settings import parse_mqtt_url
 
-        port = parse_mqtt_url(broker_section["url"])[1]
+        url_host, url_port, _ = parse_mqtt_url(broker_section["url"])
+        if port is None:
+            port = url_port
+    if bind is None:
+        bind = broker_section.get("bind")
+    if bind is None and url_host in _LOOPBACK:
+        # Clients are told to reach the broker on this machine only: listen only there.
+        bind = "127.0.0.1" if url_host == "localhost" else url_host
     managers = tuple(broker_section.get("managers", DEFAULT_MANAGERS))
     return BrokerSettings(
         user=str(broker_section.get("user") or _owner(Path(fleet_dir))),
         fleet=str(name),
         port=int(port if port is not None else DEFAULT_PORT),
-        bind=bind if bind is not None else broker_section.get("bind"),
+        bind=bind,
         managers=managers,
     )
 

@@ -140,3 +140,10 @@ def test_files_and_port_follow_the_fleet_folders_edgeops_toml(tmp_path):
     assert files.server_key == tmp_path.resolve() / "tls" / "srv.key"
     assert files.server_cert == tmp_path.resolve() / "tls" / "server.crt"
     assert settings_for(tmp_path).port == 9993
+
+
+def test_a_loopback_broker_url_binds_the_listener_to_loopback(tmp_path):
+    (tmp_path / "edgeops.toml").write_text('[broker]\nurl = "mqtts://127.0.0.1:8883"\n')
+    assert settings_for(tmp_path).bind == "127.0.0.1"
+    (tmp_path / "edgeops.toml").write_text('[broker]\nurl = "mqtts://fleet.example:8883"\n')
+    assert settings_for(tmp_path).bind is None
