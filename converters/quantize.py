@@ -475,6 +475,8 @@ class _Int8Builder:
         self.version: dict[tuple[str, str], str] = {}
         # source tensor name -> the new-graph tensor its producer writes (not a copy)
         self.home: dict[str, str] = {}
+        # outputs of mixed-range concatenations: never squeezed into one int8 scale
+        self.float_only: set[str] = set()
         self.consumers: dict[str, list[Operator]] = {}
         for op in graph.operators:
             for name in op.inputs:
@@ -507,7 +509,8 @@ class _Int8Builder:
                 filter_index = WEIGHTED_OPS[op.opcode][0]
                 if self.src.constant(op.inputs[filter_index]) is None:
                     domains[index] = "float"  # weights computed at run time: no int8 kernel
-        if self.options.float_tail:
+        # With int8 model outputs the tail's result is quantized anyway: keep it int8.
+        if self.options.float_tail and self.options.io_dtype == "float32":
             for index in _tail_ops(self.src):
                 domains[index] = "float"
         # Mixed-range concatenations read only in float: do them in float (reverse order, so
@@ -524,8 +527,15 @@ class _Int8Builder:
             spans = [s for s in spans if s > 0]
             if len(spans) < 2 or max(spans) / min(spans) <= self.options.mixed_range_ratio:
                 continue
-            if self._read_only_in_float(op.outputs[0], domains):
+            if self.output_domain.get(op.outputs[0]) == "int8":
+                self.result.notes.append(
+                    f"int8 output {op.outputs[0]!r} concatenates values whose ranges differ "
+                    f"{max(spans) / min(spans):.0f}x under one scale: the smaller-range "
+                    "channels lose precision (use --io-dtype float32 to keep them)"
+                )
+            elif self._read_only_in_float(op.outputs[0], domains):
                 domains[index] = "float"
+                self.float_only.add(op.outputs[0])
                 self.result.float_concats.append(op.source or op.outputs[0])
         return domains
 
@@ -791,7 +801,7 @@ class _Int8Builder:
                 continue
             have = self.version.get((name, wanted))
             if have is None:
-                if wanted == "int8" and (name, "float") in self.version:
+                if wanted == "int8" and name in self.float_only:
                     # A float-only result (a mixed-range concatenation): keep it float
                     # rather than squeeze it into one int8 scale.
                     self.result.notes.append(
