@@ -80,6 +80,16 @@ MAX_VERSIONS_TFLITE_2_14: dict[str, int] = {
     "ARG_MAX": 2,
     "ARG_MIN": 2,
     "ELU": 1,
+    "EQUAL": 3,
+    "NOT_EQUAL": 3,
+    "GREATER": 2,
+    "GREATER_EQUAL": 2,
+    "LESS": 2,
+    "LESS_EQUAL": 2,
+    "LOGICAL_AND": 1,
+    "LOGICAL_OR": 1,
+    "LOGICAL_NOT": 1,
+    "SELECT_V2": 1,
     "NEG": 2,
     "TILE": 3,
     "GELU": 2,
@@ -272,6 +282,8 @@ def _rule(graph: Graph, op: Operator) -> int:
         if in0 == _INT16:
             return 3
         return 2 if in0 in (_INT8, _UINT8) else 1
+    if code in ("EQUAL", "NOT_EQUAL", "GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL"):
+        return 2 if in0 == _INT8 else 1
     if code in ("ARG_MAX", "ARG_MIN"):
         return 2 if in0 == _INT8 else 1
     if code in ("TILE",):

@@ -93,9 +93,10 @@ def lower_selu(ctx: Lowering, node: Node) -> None:
     _exponential_linear(ctx, node, alpha, gamma)
 
 
-@register("Softplus")
+@register("Softplus", "Mish")
 def lower_softplus(ctx: Lowering, node: Node) -> None:
-    """Softplus ``log(1 + exp(x))`` as ``relu(x) + log(1 + exp(−|x|))`` (no overflow)."""
+    """Softplus ``log(1 + exp(x))`` as ``relu(x) + log(1 + exp(−|x|))`` (no overflow);
+    Mish ``x · tanh(softplus(x))`` adds TANH and MUL."""
     name = node.inputs[0]
     perm = ctx.perm(name)
     x = ctx.tensor(name, perm)
@@ -115,8 +116,16 @@ def lower_softplus(ctx: Lowering, node: Node) -> None:
     )
     ctx.add("LOG", [t["plus_one"]], [t["log"]])
     ctx.add("RELU", [x], [t["relu"]])
+    if node.op_type == "Softplus":
+        out = ctx.output(node.outputs[0], perm)
+        ctx.add("ADD", [t["relu"], t["log"]], [out], {"fusedActivationFunction": "NONE"})
+        return
+    softplus = ctx.temp(f"{node.outputs[0]}/softplus", shape, dtype)
+    ctx.add("ADD", [t["relu"], t["log"]], [softplus], {"fusedActivationFunction": "NONE"})
+    squashed = ctx.temp(f"{node.outputs[0]}/tanh", shape, dtype)
+    ctx.add("TANH", [softplus], [squashed])
     out = ctx.output(node.outputs[0], perm)
-    ctx.add("ADD", [t["relu"], t["log"]], [out], {"fusedActivationFunction": "NONE"})
+    ctx.add("MUL", [x, squashed], [out], {"fusedActivationFunction": "NONE"})
 
 
 @register("Gelu")

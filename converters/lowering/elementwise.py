@@ -72,6 +72,43 @@ def lower_binary(ctx: Lowering, node: Node) -> None:
     binary(ctx, node, _BINARY[node.op_type], node.inputs[0], node.inputs[1])
 
 
+_COMPARE = {
+    "Equal": "EQUAL",
+    "Greater": "GREATER",
+    "Less": "LESS",
+    "GreaterOrEqual": "GREATER_EQUAL",
+    "LessOrEqual": "LESS_EQUAL",
+    "And": "LOGICAL_AND",
+    "Or": "LOGICAL_OR",
+}
+
+
+@register(*_COMPARE)
+def lower_compare(ctx: Lowering, node: Node) -> None:
+    """Comparisons and logical And/Or → the TFLite op of the same meaning (bool output)."""
+    binary(ctx, node, _COMPARE[node.op_type], node.inputs[0], node.inputs[1])
+
+
+@register("Not")
+def lower_not(ctx: Lowering, node: Node) -> None:
+    """Not → LOGICAL_NOT."""
+    name = node.inputs[0]
+    perm = ctx.perm(name)
+    x = ctx.tensor(name, perm)
+    out = ctx.output(node.outputs[0], perm)
+    ctx.add("LOGICAL_NOT", [x], [out])
+
+
+@register("Where")
+def lower_where(ctx: Lowering, node: Node) -> None:
+    """Where(cond, a, b) → SELECT_V2 (broadcasting), in the layout of the first activation."""
+    perm = output_perm(ctx, node)
+    rank = len(perm)
+    inputs = [ctx.broadcast_tensor(name, rank, perm) for name in node.inputs]
+    out = ctx.output(node.outputs[0], perm)
+    ctx.add("SELECT_V2", inputs, [out])
+
+
 @register("Sum", "Mean")
 def lower_sum_mean(ctx: Lowering, node: Node) -> None:
     """Variadic Sum/Mean → a chain of ADDs (Mean: then MUL by 1/n)."""

@@ -102,7 +102,9 @@ class Comparison:
             float(np.max(np.abs(a.astype(np.float64) - e)) / max(float(np.ptp(e)), 1e-6))
             if e.size
             else 0.0
-            for e, a in zip(self.expected, self.actual, strict=True)
+            for e, a in (
+                (e.astype(np.float64), a) for e, a in zip(self.expected, self.actual, strict=True)
+            )
         ]
 
     def count(self, opcode: str) -> int:

@@ -155,3 +155,9 @@ def test_selu_and_softplus() -> None:
 def test_log_softmax(shape: list[int], axis: int) -> None:
     comparison = check_op("LogSoftmax", {"x": shape}, attrs={"axis": axis})
     assert comparison.count("LOG_SOFTMAX") == 1
+
+
+def test_mish() -> None:
+    node = helper.make_node("Mish", ["x"], ["y"])
+    feeds = {"x": np.linspace(-20, 20, 40, dtype=np.float32).reshape(2, 20)}
+    check_model(make_model([node], {"x": [2, 20]}, ["y"], opset=18), {"x": [2, 20]}, feeds=feeds)

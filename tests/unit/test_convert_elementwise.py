@@ -66,3 +66,25 @@ def test_standalone_batchnorm(shape: list[int]) -> None:
         "BatchNormalization", {"x": shape}, constants=stats, attrs={"epsilon": 1e-3}
     )
     assert comparison.count("MUL") == 1
+
+
+@pytest.mark.parametrize("op", ["Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual"])
+def test_comparisons_feed_where(op: str) -> None:
+    # Compare against a constant, then select between the input and a constant.
+    nodes = [
+        helper.make_node(op, ["x", "t"], ["m"]),
+        helper.make_node("Not", ["m"], ["n"]),
+        helper.make_node("And", ["m", "m"], ["m2"]),
+        helper.make_node("Or", ["m2", "n"], ["anything"]),
+        helper.make_node("Where", ["m2", "x", "zero"], ["y"]),
+    ]
+    consts = {"t": np.asarray(0.0, np.float32), "zero": np.zeros((3, 1, 1), np.float32)}
+    rng = np.random.default_rng(4)
+    feeds = {"x": rng.integers(-2, 3, size=(1, 3, 4, 5)).astype(np.float32)}
+    model = make_model(
+        nodes, {"x": [1, 3, 4, 5]}, ["y", "anything"], consts, output_dtypes={"anything": np.bool_}
+    )
+    comparison = check_model(model, {"x": [1, 3, 4, 5]}, feeds=feeds)
+    assert comparison.count("SELECT_V2") == 1
+    assert comparison.count("LOGICAL_OR") == 1
+    np.testing.assert_array_equal(comparison.actual[1], comparison.expected[1])
