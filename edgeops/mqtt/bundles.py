@@ -177,6 +177,32 @@ class BundleFetcher:
         for index in indexes:
             self._link.unsubscribe(bundle_chunk_topic(self._fleet, self.digest, index))
 
+    def request_missing(self) -> None:
+        """Ask the broker again for every chunk still missing (and the meta if it is).
+
+        For a fetch that stalled without a disconnect, e.g. a broker that dropped queued
+        messages: subscribing again to a held filter makes the broker resend its retained
+        messages.
+        """
+        with self._lock:
+            if self._done.is_set() or not self._started:
+                return
+            meta_pending = self._assembler.meta is None
+            wildcard, self._wildcard = self._wildcard, None
+            indexes = sorted(self._subscribed)
+        if meta_pending:
+            self._link.subscribe(self._meta_topic, self._handle_meta)
+            return
+        if wildcard is not None:
+            # Ask for the missing chunks only, not the whole bundle again.
+            self._link.unsubscribe(wildcard)
+            self._fill_window()
+            return
+        for index in indexes:
+            self._link.subscribe(
+                bundle_chunk_topic(self._fleet, self.digest, index), self._handle_chunk
+            )
+
     @property
     def done(self) -> bool:
         """True once the fetch completed or failed."""

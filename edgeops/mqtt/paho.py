@@ -107,6 +107,9 @@ class PahoLink:
         self._closed = False
         self.connects = 0
         """How many CONNACKs this link received (1 + reconnects)."""
+        # Built now, so that QoS 1 publishes made before connect() queue like those made
+        # while the broker is away.
+        self._client = self._build_client()
 
     # -- properties -----------------------------------------------------------------------
 
@@ -135,7 +138,6 @@ class PahoLink:
             raise StateError("link is closed; create a new one")
         if self._thread is not None:
             raise StateError("connect() called twice")
-        self._client = self._build_client()
         self._thread = threading.Thread(
             target=self._run, name=f"edgeops-mqtt-{self.client_id}", daemon=True
         )
@@ -177,7 +179,7 @@ class PahoLink:
         import paho.mqtt.client as mqtt
 
         if self._closed or self._client is None:
-            raise TransportError(f"{self.client_id}: publish on a link that is not open")
+            raise TransportError(f"{self.client_id}: publish on a closed link")
         validate_topic_name(topic)
         if qos not in (0, 1, 2):
             raise ProtocolError(f"expected qos 0, 1 or 2, got {qos}")
@@ -263,7 +265,7 @@ class PahoLink:
         client.suppress_exceptions = False
         if settings.tls is not None:
             tls = settings.tls
-            with _paho_errors("TLS set-up"):
+            try:
                 client.tls_set(
                     ca_certs=None if tls.cafile is None else str(tls.cafile),
                     certfile=None if tls.certfile is None else str(tls.certfile),
@@ -271,6 +273,8 @@ class PahoLink:
                     cert_reqs=ssl.CERT_REQUIRED,
                     tls_version=ssl.PROTOCOL_TLS_CLIENT,
                 )
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"cannot use the TLS files {tls}: {exc}") from exc
         if settings.username is not None:
             client.username_pw_set(settings.username, settings.password)
         client.on_connect = self._handle_connect

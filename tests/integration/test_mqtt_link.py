@@ -213,6 +213,42 @@ def test_reconnects_after_a_broker_restart_and_subscribes_again(tmp_path, links)
         assert len(downs) == 1
 
 
+def test_a_persistent_session_keeps_qos1_messages_while_the_client_is_away(mosquitto, links):
+    fleet = links(mosquitto, "fleet")
+    fleet.connect(timeout=5)
+    first = links(mosquitto, "ingest", clean_session=False, session_expiry=60)
+    subscribed = first.subscribe("edgeops/v1/acme/dev/+/telemetry", Inbox())
+    first.connect(timeout=5)
+    subscribed.wait(5)  # the SUBACK of the subscription sent after the CONNACK
+    first.close()
+    for i in range(3):
+        fleet.publish(f"edgeops/v1/acme/dev/pi-{i}/telemetry", b"%d" % i).wait(5)
+    # The same client id again: the broker still holds the session and its queued messages,
+    # delivered to handlers registered before connect().
+    inbox = Inbox()
+    again = links(mosquitto, "ingest", clean_session=False, session_expiry=60)
+    sessions: list[bool] = []
+    again.on_connect(sessions.append)
+    again.subscribe("edgeops/v1/acme/dev/+/telemetry", inbox)
+    again.connect(timeout=5)
+    received = inbox.wait_for(lambda m: len(m) == 3)
+    assert sorted(m.payload for m in received) == [b"0", b"1", b"2"]
+    assert sessions == [True]
+
+
+def test_qos1_publishes_made_before_connect_are_sent_once_connected(mosquitto, links):
+    watcher = links(mosquitto, "fleet")
+    watcher.connect(timeout=5)
+    inbox = Inbox()
+    watcher.subscribe("edgeops/v1/acme/dev/pi-1/events", inbox).wait(5)
+    device = links(mosquitto, "pi-1")
+    early = device.publish("edgeops/v1/acme/dev/pi-1/events", b"booted", qos=1)
+    assert not early.done()
+    device.connect(timeout=5)
+    early.wait(5)
+    assert [m.payload for m in inbox.wait_for(lambda m: len(m) == 1)] == [b"booted"]
+
+
 def test_connect_with_timeout_reports_an_unreachable_broker():
     link = PahoLink(_settings("127.0.0.1", free_port(), "lonely"))
     started = time.monotonic()

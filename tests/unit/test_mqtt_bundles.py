@@ -17,14 +17,15 @@ DATA = random.Random(7).randbytes(40 * KIB + 123)
 
 
 class CorruptingLink:
-    """Wraps a link and flips a byte in the first ``times`` deliveries of one topic,
-    as a bad cable or a buggy bridge would."""
+    """Wraps a link and flips a byte in (or with ``lose``, drops) the first ``times``
+    deliveries of one topic, as a bad cable or a buggy bridge would."""
 
-    def __init__(self, inner: Link, topic: str, times: int = 1) -> None:
+    def __init__(self, inner: Link, topic: str, times: int = 1, *, lose: bool = False) -> None:
         self.inner = inner
         self.topic = topic
         self.wrappers: dict[MessageHandler, MessageHandler] = {}
         self.left = times
+        self.lose = lose
 
     def subscribe(self, topic_filter: str, handler: MessageHandler, *, qos: int = 1) -> Ack:
         # One wrapper per handler, so the link still sees one handler under two filters.
@@ -36,6 +37,8 @@ class CorruptingLink:
         def corrupting(message: Message) -> None:
             if message.topic == self.topic and self.left > 0:
                 self.left -= 1
+                if self.lose:
+                    return
                 payload = bytearray(message.payload)
                 payload[0] ^= 0xFF
                 message = Message(message.topic, bytes(payload), message.retain, message.qos)
@@ -151,6 +154,25 @@ def test_a_corrupt_chunk_is_detected_and_only_that_chunk_is_fetched_again():
     assert sink.getvalue() == DATA
     assert fetcher.refetched == 2
     assert fetcher.deliveries == meta.chunk_count + 2
+
+
+@pytest.mark.parametrize("window", [32, 2])
+def test_a_stalled_fetch_asks_again_for_what_is_missing(window):
+    broker, meta = _setup()
+    link = broker.link("pi")
+    link.connect()
+    lost_topic = bundle_chunk_topic("acme", meta.digest, 7)
+    sink = io.BytesIO()
+    fetcher = _fetcher(CorruptingLink(link, lost_topic, lose=True), meta, sink, window=window)
+    fetcher.start()
+    assert fetcher.missing() == [7]
+    with pytest.raises(TransportError, match=f"{meta.chunk_count - 1} of {meta.chunk_count}"):
+        fetcher.wait(0.01)
+    before = fetcher.deliveries
+    fetcher.request_missing()
+    fetcher.wait(1)
+    assert sink.getvalue() == DATA
+    assert fetcher.deliveries == before + 1
 
 
 def test_a_chunk_that_stays_corrupt_fails_the_fetch_after_the_refetch_limit():
