@@ -167,6 +167,13 @@ def from_proto(model: Any) -> OnnxGraph:
     constants: dict[str, npt.NDArray[Any]] = {
         init.name: numpy_helper.to_array(init) for init in model.graph.initializer
     }
+    for value in [*model.graph.input, *model.graph.output]:
+        if value.name not in constants and not value.type.HasField("tensor_type"):
+            kind = value.type.WhichOneof("value") or "untyped"
+            raise ConversionError(
+                f"{value.name!r} is a {kind.replace('_type', '')}, not a tensor: TFLite "
+                "models take and return tensors only"
+            )
     nodes: list[Node] = []
     for index, proto in enumerate(model.graph.node):
         name = proto.name or f"{proto.op_type}_{index}"

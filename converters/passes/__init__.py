@@ -22,12 +22,14 @@ from edgeops.converters.passes.shapes import (
     infer_shapes,
     require_static_shapes,
 )
+from edgeops.errors import UnsupportedOpError
 
 
 def import_passes(
     graph: OnnxGraph, input_shapes: Mapping[str, Sequence[int]] | None = None
 ) -> OnnxGraph:
     """Run every import pass in order; the result has a static shape for every value."""
+    _check_domains(graph)
     graph = fix_input_shapes(graph, input_shapes or {})
     graph = demote_float64(graph)
     graph = infer_shapes(graph)
@@ -39,6 +41,15 @@ def import_passes(
     graph = infer_shapes(graph)
     require_static_shapes(graph)
     return graph
+
+
+def _check_domains(graph: OnnxGraph) -> None:
+    """Ops of other domains (training, vendor extensions) have no lowering: say so first."""
+    for node in graph.nodes:
+        if node.domain not in ("", "ai.onnx"):
+            raise UnsupportedOpError(
+                node.op_type, node.name, f"no TFLite lowering (domain {node.domain})"
+            )
 
 
 __all__ = [

@@ -128,7 +128,9 @@ def _shapes_from_onnxruntime(graph: OnnxGraph, names: list[str]) -> None:
         # Left unknown: require_static_shapes names the node (often an op nobody runs).
         return
     for name, value in zip(wanted, values, strict=True):
-        array = np.asarray(value)
+        if not isinstance(value, np.ndarray):
+            continue  # a sequence or map: no tensor shape to record
+        array = value
         graph.shapes[name] = tuple(int(d) for d in array.shape)
         graph.dtypes[name] = array.dtype
 
