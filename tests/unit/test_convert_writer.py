@@ -176,3 +176,18 @@ def test_hybrid_per_channel_fully_connected_is_refused_for_tflite_runtime_2_14()
         operator_version(graph, fc)
     graph.tensors["w"].quantization = QuantParams(np.asarray([0.1]), np.zeros(1), 0)
     assert operator_version(graph, fc) == 3
+
+
+def test_op_of_another_domain_is_named() -> None:
+    node = helper.make_node("FusedGemm", ["x", "x"], ["y"], domain="com.microsoft", name="fg")
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", 1, [2, 2])],
+        [helper.make_tensor_value_info("y", 1, None)],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
+    with pytest.raises(UnsupportedOpError, match=r"FusedGemm at node 'fg'.*com\.microsoft"):
+        convert_model(model.SerializeToString())
