@@ -137,3 +137,54 @@ def test_conv_reshape_concat_head_needs_only_the_output_transpose() -> None:
     model = make_model(nodes, {"x": [1, 3, 8, 8]}, ["y"], consts)
     comparison = check_model(model, {"x": [1, 3, 8, 8]})
     assert comparison.count("TRANSPOSE") == 1
+
+
+def test_attention_block_on_a_sequence_input() -> None:
+    # Multi-head self-attention + residual + LayerNorm + GELU MLP on [N, T, D]: the 4-D head
+    # tensors come from reshapes, never from an input, so nothing is turned NHWC.
+    t, d, heads = 6, 8, 2
+    dh = d // heads
+    consts = {
+        "wq": _w(d, d),
+        "wk": _w(d, d),
+        "wv": _w(d, d),
+        "wo": _w(d, d),
+        "heads": np.asarray([1, t, heads, dh], np.int64),
+        "merged": np.asarray([1, t, d], np.int64),
+        "scale": np.asarray(1 / np.sqrt(dh), np.float32),
+        "gamma": RNG.uniform(0.5, 1.5, d).astype(np.float32),
+        "beta": _w(d),
+        "w1": _w(d, 16),
+        "w2": _w(16, d),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["x", "wq"], ["q"]),
+        helper.make_node("MatMul", ["x", "wk"], ["k"]),
+        helper.make_node("MatMul", ["x", "wv"], ["v"]),
+        helper.make_node("Reshape", ["q", "heads"], ["q4"]),
+        helper.make_node("Reshape", ["k", "heads"], ["k4"]),
+        helper.make_node("Reshape", ["v", "heads"], ["v4"]),
+        helper.make_node("Transpose", ["q4"], ["qh"], perm=[0, 2, 1, 3]),
+        helper.make_node("Transpose", ["k4"], ["kt"], perm=[0, 2, 3, 1]),
+        helper.make_node("Transpose", ["v4"], ["vh"], perm=[0, 2, 1, 3]),
+        helper.make_node("MatMul", ["qh", "kt"], ["scores"]),
+        helper.make_node("Mul", ["scores", "scale"], ["scaled"]),
+        helper.make_node("Softmax", ["scaled"], ["attn"], axis=-1),
+        helper.make_node("MatMul", ["attn", "vh"], ["ctx"]),
+        helper.make_node("Transpose", ["ctx"], ["ctx_t"], perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["ctx_t", "merged"], ["ctx3"]),
+        helper.make_node("MatMul", ["ctx3", "wo"], ["proj"]),
+        helper.make_node("Add", ["x", "proj"], ["res"]),
+        helper.make_node("LayerNormalization", ["res", "gamma", "beta"], ["ln"], axis=-1),
+        helper.make_node("MatMul", ["ln", "w1"], ["h"]),
+        helper.make_node("Gelu", ["h"], ["g"]),
+        helper.make_node("MatMul", ["g", "w2"], ["y"]),
+    ]
+    model = make_model(nodes, {"x": [1, t, d]}, ["y"], consts, opset=20)
+    comparison = check_model(model, {"x": [1, t, d]})
+    histogram = comparison.result.op_histogram()
+    assert histogram["BATCH_MATMUL"] == 2
+    assert histogram["FULLY_CONNECTED"] == 6
+    assert comparison.result.summary()["inputs"][0]["shape"] == [1, t, d]
+    # q, k and v move their heads in front for BATCH_MATMUL, the context moves them back.
+    assert histogram["TRANSPOSE"] <= 5
