@@ -277,7 +277,9 @@ class BundleFetcher:
         assert index is not None
         refetch = False
         with self._lock:
-            if self._done.is_set():
+            meta = self._assembler.meta
+            if self._done.is_set() or meta is None or index >= meta.chunk_count:
+                # Not a chunk of this bundle: nothing to fetch again, nothing to fail.
                 return
             self.deliveries += 1
             try:

@@ -6,8 +6,16 @@ import io
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from edgeops.errors import DigestMismatchError, ProtocolError, SizeLimitError, TransportError
+from edgeops.errors import (
+    DigestMismatchError,
+    InputError,
+    ProtocolError,
+    SizeLimitError,
+    TransportError,
+)
 from edgeops.mqtt import BundleFetcher, FakeBroker, Link, Message, publish_bundle
 from edgeops.mqtt.link import Ack, MessageHandler
 from edgeops.protocol import bundle_chunk_filter, bundle_chunk_topic, bundle_meta_topic
@@ -226,3 +234,43 @@ def test_a_bundle_above_the_device_cap_is_refused_before_subscribing():
             sink=io.BytesIO(),
             max_total=KIB,
         )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    junk=st.lists(
+        st.tuples(st.integers(-1, 12) | st.text(max_size=4), st.binary(max_size=5 * KIB)),
+        max_size=6,
+    )
+)
+def test_junk_on_the_chunk_topics_never_escapes_the_fetcher(junk):
+    # FakeBroker re-raises handler errors, so any exception out of the fetcher fails here.
+    broker, meta = _setup()
+    rogue = broker.link("rogue")
+    rogue.connect()
+    base = bundle_chunk_filter("acme", meta.digest)[:-1]
+    for index, payload in junk:
+        rogue.publish(f"{base}{index}", payload, retain=True)
+    link = broker.link("pi")
+    link.connect()
+    sink = io.BytesIO()
+    fetcher = _fetcher(link, meta, sink, max_refetch=1)
+    fetcher.start()
+    for index, payload in junk:
+        rogue.publish(f"{base}{index}", payload)
+    if fetcher.error is not None:
+        assert isinstance(fetcher.error, InputError)
+    elif fetcher.done:
+        assert sink.getvalue() == DATA
+    else:
+        # Junk replaced or cleared a retained chunk: the fetch waits for the fleet to
+        # publish it again, which heals it.
+        assert fetcher.missing()
+        for index in fetcher.missing():
+            rogue.publish(
+                bundle_chunk_topic("acme", meta.digest, index),
+                DATA[index * 4 * KIB :][: 4 * KIB],
+                retain=True,
+            )
+        assert fetcher.done
+        assert sink.getvalue() == DATA

@@ -85,7 +85,7 @@ telemetry = st.builds(
 @st.composite
 def metas(draw):
     chunk_size = draw(st.integers(1024, 8 * 1024 * 1024))
-    count = draw(st.integers(1, 40))
+    count = draw(st.integers(1, 12))
     last = draw(st.integers(1, chunk_size))
     return BundleMeta(
         digest=draw(digests),
