@@ -44,12 +44,15 @@ class ConvertOptions:
     a folder of images, a ``.npy`` or a ``.npz`` (int8 calibrates on part of it and the rest
     is held out for validation; other modes hold it all out); ``preset`` names the image
     preprocessing (``yolov8``, ``imagenet``, ``none``); ``nhwc_inputs`` turns 4-D float inputs
-    into NHWC (see :mod:`edgeops.converters.layout`).
+    into NHWC (see :mod:`edgeops.converters.layout`). ``calibration_samples`` gives the
+    samples in memory instead (dicts keyed by input name, ONNX layout); it wins over
+    ``calibration``.
     """
 
     quantize: Mode = "float32"
     input_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
     calibration: Path | None = None
+    calibration_samples: Sequence[Mapping[str, npt.NDArray[Any]]] | None = None
     preset: str = "none"
     io_dtype: Literal["float32", "int8"] = "float32"
     calibration_method: Literal["minmax", "percentile"] = "minmax"
@@ -211,6 +214,8 @@ def _pass_through(data: bytes, options: ConvertOptions) -> ConversionResult:
 def _load_samples(
     options: ConvertOptions, input_shapes: Mapping[str, Sequence[int]]
 ) -> list[Sample]:
+    if options.calibration_samples is not None:
+        return [dict(sample) for sample in options.calibration_samples]
     if options.calibration is None:
         return []
     from edgeops.converters.calibration import load_samples, preset

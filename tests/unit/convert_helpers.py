@@ -120,11 +120,22 @@ def convert_and_compare(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     calibration: Any = None,
 ) -> Comparison:
-    """Convert ``model`` and run it on ``feeds`` in onnxruntime and LiteRT (ONNX layout)."""
+    """Convert ``model`` and run it on ``feeds`` in onnxruntime and LiteRT (ONNX layout).
+
+    ``calibration`` is a path (folder, .npy, .npz) or a list of samples (dicts keyed by
+    input name, ONNX layout) for int8.
+    """
+    samples = None
+    path = None
+    if isinstance(calibration, (list, tuple)):
+        samples = calibration
+    else:
+        path = calibration
     options = ConvertOptions(
         quantize=quantize,  # type: ignore[arg-type]
         input_shapes=dict(input_shapes or {}),
-        calibration=calibration,
+        calibration=path,
+        calibration_samples=samples,
     )
     result = convert_model(model, options)
     expected = run_onnx(model, feeds)
@@ -166,10 +177,11 @@ def check_model(
     seed: int = 0,
     feeds: Mapping[str, np.ndarray] | None = None,
     quantize: str = "float32",
+    calibration: Any = None,
 ) -> Comparison:
     """Convert, run both runtimes on random inputs and assert the relative tolerance."""
     feeds = dict(feeds) if feeds is not None else random_feeds(inputs, seed=seed)
-    comparison = convert_and_compare(model, feeds, quantize=quantize)
+    comparison = convert_and_compare(model, feeds, quantize=quantize, calibration=calibration)
     for index, error in enumerate(comparison.errors()):
         assert error <= rel_tol, f"output {index}: error {error:.3g} of the range > {rel_tol}"
     return comparison
@@ -187,6 +199,7 @@ def check_op(
     rel_tol: float = FLOAT_REL_TOL,
     quantize: str = "float32",
     seed: int = 0,
+    calibration: Any = None,
 ) -> Comparison:
     """One-node model: ``op_type`` over ``inputs`` (activations) and ``constants``.
 
@@ -200,7 +213,9 @@ def check_op(
         op_type, order, output_names, name=f"{op_type.lower()}_0", **dict(attrs or {})
     )
     model = make_model([node], inputs, output_names, constants, opset=opset)
-    return check_model(model, inputs, rel_tol=rel_tol, seed=seed, quantize=quantize)
+    return check_model(
+        model, inputs, rel_tol=rel_tol, seed=seed, quantize=quantize, calibration=calibration
+    )
 
 
 __all__ = [

@@ -191,3 +191,11 @@ def test_op_of_another_domain_is_named() -> None:
     )
     with pytest.raises(UnsupportedOpError, match=r"FusedGemm at node 'fg'.*com\.microsoft"):
         convert_model(model.SerializeToString())
+
+
+def test_calibration_samples_in_memory_are_held_out_in_float_modes() -> None:
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": [2, 3]}, ["y"])
+    samples = [random_feeds({"x": [2, 3]}, seed=i) for i in range(3)]
+    result = convert_model(model, ConvertOptions(calibration_samples=samples))
+    assert len(result.holdout) == 3
+    assert result.calibration_count == 0
