@@ -14,6 +14,9 @@ Prints one JSON object. On a Mosquitto this script starts on a free loopback por
   the whole bundle's SHA-256. ``fetcher_vs_plain`` is the ratio.
 * ``fleet_publishes`` — how many messages the publisher sent for the bundle (one per chunk
   plus the meta, whatever N).
+* ``large_fetch_s``, ``large_fetch_rss_growth_mb`` — one fetcher in a fresh process fetching
+  a ``--large-mb`` bundle (windowed per-chunk topics) into a file: the time, and how much its
+  peak RSS grew over the RSS before the fetch (memory must not grow with the bundle).
 * ``raw_paho_msgs_per_s`` — 200-byte QoS 1 messages from a publisher in another process to
   one plain paho subscriber that counts them; ``link_msgs_per_s`` — the same into a
   :class:`~edgeops.mqtt.PahoLink` handler.
@@ -119,6 +122,50 @@ def fetcher_fanout(
     return elapsed
 
 
+def _peak_rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _fetch_large(host: str, port: int, digest: str, size: int, path: str, out: Any) -> None:
+    link = PahoLink(MqttSettings(host=host, port=port, client_id="large"))
+    link.connect(timeout=10)
+    before = _peak_rss_mb()
+    started = time.perf_counter()
+    with open(path, "w+b") as sink:
+        fetcher = BundleFetcher(link, FLEET, digest=digest, size=size, sink=sink)
+        fetcher.start()
+        fetcher.wait(120)
+    elapsed = time.perf_counter() - started
+    link.close()
+    out.put((elapsed, _peak_rss_mb() - before))
+
+
+def large_fetch(broker: MosquittoBroker, megabytes: int, folder: Path) -> tuple[float, float, int]:
+    path = folder / "large.bundle"
+    path.write_bytes(random.Random(2).randbytes(megabytes * 1024 * 1024))
+    publisher = PahoLink(MqttSettings(host=broker.host, port=broker.port, client_id="fleet-l"))
+    publisher.connect(timeout=10)
+    meta = publish_bundle(publisher, FLEET, path)
+    publisher.close()
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    target = str(folder / "large.fetched")
+    worker = ctx.Process(
+        target=_fetch_large,
+        args=(broker.host, broker.port, meta.digest, meta.total_size, target, out),
+    )
+    worker.start()
+    elapsed, growth = out.get(timeout=180)
+    worker.join(30)
+    if Path(target).read_bytes() != path.read_bytes():
+        raise RuntimeError("the large bundle arrived different")
+    return elapsed, growth, meta.chunk_count
+
+
 def _publish_small(host: str, port: int, count: int, start: Any) -> None:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="small-pub", protocol=mqtt.MQTTv5)
     client.max_inflight_messages_set(100)
@@ -190,6 +237,7 @@ def main() -> None:
     parser.add_argument("--bundle-mb", type=float, default=3.0)
     parser.add_argument("--chunk-kib", type=int, default=256)
     parser.add_argument("--messages", type=int, default=30000)
+    parser.add_argument("--large-mb", type=int, default=64)
     args = parser.parse_args()
 
     bundle = random.Random(1).randbytes(int(args.bundle_mb * 1024 * 1024))
@@ -212,6 +260,7 @@ def main() -> None:
                 if path.read_bytes() != bundle:
                     raise RuntimeError(f"{path.name} differs from the bundle")
                 path.unlink()
+            large_s, large_growth, large_chunks = large_fetch(broker, args.large_mb, folder)
             raw = raw_paho_rate(broker, args.messages)
             via_link = link_rate(broker, args.messages)
     finally:
@@ -232,6 +281,10 @@ def main() -> None:
                 "fetcher_s": round(fetched, 3),
                 "fetcher_mb_per_s": round(total_mb / fetched, 1),
                 "fetcher_vs_plain": round(fetched / plain, 3),
+                "large_bundle_mb": args.large_mb,
+                "large_chunks": large_chunks,
+                "large_fetch_s": round(large_s, 3),
+                "large_fetch_rss_growth_mb": round(large_growth, 1),
                 "small_messages": args.messages,
                 "raw_paho_msgs_per_s": round(raw),
                 "link_msgs_per_s": round(via_link),
