@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from edgeops.cli import (
+    app,
     convert,  # noqa: F401 - edgeops convert
     rollout,  # noqa: F401 - edgeops rollout list|status|pause|resume|abort
     status,  # noqa: F401 - edgeops status
 )
+from edgeops.cli.fleet import fleet_app
+from edgeops.cli.keys import keys_app
+
+app.add_typer(fleet_app, name="fleet")
+app.add_typer(keys_app, name="keys")
