@@ -46,7 +46,9 @@ class ConvertOptions:
     preprocessing (``yolov8``, ``imagenet``, ``none``); ``nhwc_inputs`` turns 4-D float inputs
     into NHWC (see :mod:`edgeops.converters.layout`). ``calibration_samples`` gives the
     samples in memory instead (dicts keyed by input name, ONNX layout); it wins over
-    ``calibration``.
+    ``calibration``. ``calibration_count`` sets how many samples int8 calibrates on (the
+    rest are held out); by default a quarter is held out
+    (:func:`edgeops.converters.calibration.split_holdout`).
     """
 
     quantize: Mode = "float32"
@@ -56,6 +58,7 @@ class ConvertOptions:
     preset: str = "none"
     io_dtype: Literal["float32", "int8"] = "float32"
     calibration_method: Literal["minmax", "percentile"] = "minmax"
+    calibration_count: int | None = None
     nhwc_inputs: bool = True
     progress: bool = False
 
@@ -165,7 +168,7 @@ def convert_model(
     if options.quantize == "int8" and samples:
         from edgeops.converters.calibration import split_holdout
 
-        split = split_holdout(samples)
+        split = split_holdout(samples, calibration_count=options.calibration_count)
         calibration, holdout = list(split.calibration), list(split.evaluation)
 
     mark = time.perf_counter()
