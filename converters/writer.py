@@ -199,7 +199,7 @@ def _aligned_buffer(data: bytes | None) -> Any:
 
 def serialize(graph: Graph, *, description: str = "edgeops converter") -> bytes:
     """The TFLite flatbuffer bytes of ``graph`` (validated first)."""
-    import flatbuffers  # type: ignore[import-untyped]
+    import flatbuffers  # type: ignore[import-untyped,unused-ignore]
 
     schema = _schema()
     graph.validate()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,9 +38,10 @@ def reference(images: list[np.ndarray]) -> list[np.ndarray]:
     return [session.run(None, {"images": x})[0] for x in images]
 
 
-def _outputs(mode: str, images: list[np.ndarray]) -> tuple[list[np.ndarray], dict]:
+def _outputs(mode: str, images: list[np.ndarray]) -> tuple[list[np.ndarray], dict[str, Any]]:
     result = convert_model(
-        yolov8n_onnx(), ConvertOptions(quantize=mode, input_shapes={"images": SHAPE})
+        yolov8n_onnx(),
+        ConvertOptions(quantize=mode, input_shapes={"images": SHAPE}),  # type: ignore[arg-type]
     )
     return [run_tflite(result.tflite, {"images": x})[0] for x in images], result.summary()
 

@@ -34,7 +34,7 @@ def make_model(
     nodes: Sequence[onnx.NodeProto],
     inputs: Mapping[str, Sequence[int | str]],
     outputs: Sequence[str],
-    initializers: Mapping[str, np.ndarray] | None = None,
+    initializers: Mapping[str, Any] | None = None,
     *,
     opset: int = 17,
     input_dtypes: Mapping[str, Any] | None = None,
@@ -166,7 +166,7 @@ def _dump(tflite: bytes, feeds: Mapping[str, np.ndarray], expected: list[np.ndar
     (target / f"{digest}.tflite").write_bytes(tflite)
     arrays = {f"input:{k}": v for k, v in feeds.items()}
     arrays.update({f"output:{i}": v for i, v in enumerate(expected)})
-    np.savez(target / f"{digest}.npz", **arrays)
+    np.savez(target / f"{digest}.npz", **arrays)  # type: ignore[arg-type]
 
 
 def check_model(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from convert_helpers import check_op
@@ -30,7 +32,7 @@ def _w(*shape: int) -> np.ndarray:
         (8, 2, {"auto_pad": "VALID", "strides": [2, 1]}),
     ],
 )
-def test_conv2d(size: int, kernel: int, attrs: dict) -> None:
+def test_conv2d(size: int, kernel: int, attrs: dict[str, Any]) -> None:
     comparison = check_op(
         "Conv",
         {"x": [1, 3, size, size + 1]},
@@ -69,7 +71,7 @@ def test_grouped_conv_is_one_grouped_conv2d(group: int, strides: list[int]) -> N
 
 
 @pytest.mark.parametrize("attrs", [{}, {"pads": [1, 1], "strides": [2]}, {"dilations": [2]}])
-def test_conv1d(attrs: dict) -> None:
+def test_conv1d(attrs: dict[str, Any]) -> None:
     check_op("Conv", {"x": [1, 3, 16]}, attrs=attrs, constants={"w": _w(5, 3, 3), "b": _w(5)})
 
 
@@ -82,7 +84,7 @@ def test_conv1d(attrs: dict) -> None:
         {"strides": [1, 1], "pads": [0, 1, 1, 0]},
     ],
 )
-def test_conv_transpose(attrs: dict) -> None:
+def test_conv_transpose(attrs: dict[str, Any]) -> None:
     comparison = check_op(
         "ConvTranspose",
         {"x": [1, 3, 5, 6]},

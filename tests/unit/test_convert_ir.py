@@ -48,13 +48,17 @@ def test_toposort_validate_and_remove_unused() -> None:
 def test_names_constants_and_checks() -> None:
     graph = Graph()
     first = graph.add_constant("w", np.ones((2, 2), np.float32))
-    second = graph.add_constant("w", np.zeros(3, np.int8), quantization=QuantParams([0.5], [0]))
+    second = graph.add_constant(
+        "w",
+        np.zeros(3, np.int8),
+        quantization=QuantParams(np.asarray([0.5], np.float32), np.zeros(1, np.int64)),
+    )
     assert (first, second) == ("w", "w_1")
     assert graph.constant("w_1") is not None
     with pytest.raises(ConversionError, match="expected data of shape"):
-        Tensor("bad", (2,), np.float32, np.zeros(3, np.float32))
+        Tensor("bad", (2,), np.dtype(np.float32), np.zeros(3, np.float32))
     with pytest.raises(ConversionError, match="1-D scales"):
-        QuantParams(np.ones(2), np.zeros(3))
+        QuantParams(np.ones(2, np.float32), np.zeros(3, np.int64))
 
 
 def test_cycle_is_refused() -> None:

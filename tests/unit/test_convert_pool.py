@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from convert_helpers import check_op
 
@@ -18,7 +20,7 @@ from convert_helpers import check_op
         (7, {"kernel_shape": [2, 3], "strides": [1, 2], "auto_pad": "SAME_UPPER"}),
     ],
 )
-def test_max_pool(size: int, attrs: dict) -> None:
+def test_max_pool(size: int, attrs: dict[str, Any]) -> None:
     comparison = check_op("MaxPool", {"x": [1, 3, size, size]}, attrs=attrs)
     assert comparison.count("MAX_POOL_2D") == 1
 
@@ -35,7 +37,7 @@ def test_max_pool(size: int, attrs: dict) -> None:
         (10, {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 0, 1, 0], "ceil_mode": 1}),
     ],
 )
-def test_average_pool(size: int, attrs: dict, include_pad: int) -> None:
+def test_average_pool(size: int, attrs: dict[str, Any], include_pad: int) -> None:
     comparison = check_op(
         "AveragePool", {"x": [1, 2, size, size]}, attrs={**attrs, "count_include_pad": include_pad}
     )
@@ -57,5 +59,5 @@ def test_global_pool(op: str, shape: list[int]) -> None:
         {"kernel_shape": [2], "ceil_mode": 1, "strides": [2]},
     ],
 )
-def test_pool_1d(op: str, attrs: dict) -> None:
+def test_pool_1d(op: str, attrs: dict[str, Any]) -> None:
     check_op(op, {"x": [2, 4, 11]}, attrs=attrs)

@@ -7,21 +7,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from convert_helpers import check_model, make_model
+from convert_helpers import Comparison, check_model, make_model
 from onnx import helper
 
 RNG = np.random.default_rng(11)
 W = RNG.normal(size=(4, 3, 1, 1)).astype(np.float32)
 
 
-def _after_conv(node_factory, out_names=("y",), shape=(1, 3, 6, 5), constants=None) -> None:
+def _after_conv(node_factory, out_names=("y",), shape=(1, 3, 6, 5), constants=None) -> Comparison:
     """Run the op on the output of a 1x1 conv, i.e. on an NHWC-held tensor."""
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), *node_factory("c")]
     model = make_model(nodes, {"x": list(shape)}, list(out_names), {"w": W, **(constants or {})})
     return check_model(model, {"x": list(shape)})
 
 
-def _plain(node, inputs: dict, constants=None, outputs=("y",)):
+def _plain(node, inputs: dict[str, list[int]], constants=None, outputs=("y",)) -> Comparison:
     model = make_model([node], inputs, list(outputs), constants or {})
     return check_model(model, inputs)
 

@@ -71,7 +71,7 @@ def test_versions_follow_types_and_options() -> None:
     w = graph.add_constant(
         "w",
         np.ones((2, 1, 1, 3), np.int8),
-        quantization=QuantParams(np.asarray([0.1, 0.2]), np.zeros(2), 0),
+        quantization=QuantParams(np.asarray([0.1, 0.2], np.float32), np.zeros(2, np.int64), 0),
     )
     y = graph.add_tensor("y", (1, 4, 4, 2), np.int8)
     conv = Operator("CONV_2D", [x, w, None], [y], {"padding": "VALID"})
@@ -167,14 +167,16 @@ def test_hybrid_per_channel_fully_connected_is_refused_for_tflite_runtime_2_14()
     w = graph.add_constant(
         "w",
         np.ones((3, 4), np.int8),
-        quantization=QuantParams(np.asarray([0.1, 0.2, 0.3]), np.zeros(3), 0),
+        quantization=QuantParams(np.asarray([0.1, 0.2, 0.3], np.float32), np.zeros(3, np.int64), 0),
     )
     b = graph.add_constant("b", np.zeros(3, np.float32))
     y = graph.add_tensor("y", (2, 3), np.float32)
     fc = Operator("FULLY_CONNECTED", [x, w, b], [y])
     with pytest.raises(ConversionError, match=r"version 12 .* 2\.14 reads at most 11"):
         operator_version(graph, fc)
-    graph.tensors["w"].quantization = QuantParams(np.asarray([0.1]), np.zeros(1), 0)
+    graph.tensors["w"].quantization = QuantParams(
+        np.asarray([0.1], np.float32), np.zeros(1, np.int64), 0
+    )
     assert operator_version(graph, fc) == 3
 
 
