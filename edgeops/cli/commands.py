@@ -5,11 +5,14 @@ from __future__ import annotations
 from edgeops.cli import (
     app,
     convert,  # noqa: F401 - edgeops convert
+    device,  # noqa: F401 - edgeops device enroll (on the device group of status)
     rollout,  # noqa: F401 - edgeops rollout list|status|pause|resume|abort
     status,  # noqa: F401 - edgeops status
 )
+from edgeops.cli.agent import agent_app
 from edgeops.cli.fleet import fleet_app
 from edgeops.cli.keys import keys_app
 
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(keys_app, name="keys")
+app.add_typer(agent_app, name="agent")
