@@ -31,11 +31,13 @@ def init(
 
     Keys are encrypted when EDGEOPS_KEY_PASSPHRASE is set. Refuses an existing fleet.
     """
+    from edgeops.fleet.broker_config import write_broker_config
     from edgeops.fleet.fleetdir import fleet_summary, init_fleet
     from edgeops.trust.keys import env_passphrase
 
     fleet = init_fleet(directory, name=name, broker_url=broker_url, passphrase=env_passphrase())
-    summary = fleet_summary(fleet)
+    broker_files = write_broker_config(fleet.path)
+    summary = {**fleet_summary(fleet), "mosquitto_config": str(broker_files.config)}
 
     def human(data: dict[str, Any]) -> None:
         typer.echo(f"created fleet {data['fleet']!r} in {data['path']}")
@@ -44,6 +46,7 @@ def init(
                 "root": f"version {data['root_version']}, expires {data['root_expires']}",
                 "broker": data["broker_url"],
                 "ca": data["ca_cert"],
+                "run the broker": f"mosquitto -c {data['mosquitto_config']}",
                 "encrypted keys": "yes" if env_passphrase() else "no (set EDGEOPS_KEY_PASSPHRASE)",
             }
         )
