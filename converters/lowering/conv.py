@@ -134,8 +134,7 @@ def lower_conv_transpose(ctx: Lowering, node: Node) -> None:
     weight = ctx.require_const(node.inputs[1], "the weight").astype(np.float32)
     if weight.ndim != 4:
         ctx.unsupported("only 2-D transposed convolutions are lowered")
-    if int(node.attr("group", 1)) != 1:
-        ctx.unsupported("grouped ConvTranspose")
+    group = int(node.attr("group", 1))
     if any(d != 1 for d in node.attr("dilations", [1, 1])):
         ctx.unsupported("dilated ConvTranspose (TFLite TRANSPOSE_CONV has no dilation)")
     if node.attr("output_shape") is not None:
@@ -149,26 +148,45 @@ def lower_conv_transpose(ctx: Lowering, node: Node) -> None:
     sh, sw = node.attr("strides", [1, 1])
     pads = node.attr("pads", [0, 0, 0, 0]) if auto_pad == "NOTSET" else [0, 0, 0, 0]
     out_pad = node.attr("output_padding", [0, 0])
-    out_channels = weight.shape[1]
+    per_group = weight.shape[1]
+    out_channels = per_group * group
     full = (n, sh * (h - 1) + kh, sw * (w - 1) + kw, out_channels)
-    filt = ctx.constant(f"{node.name}/filter", weight.transpose(1, 2, 3, 0))
     bias_name = node.inputs[2] if len(node.inputs) > 2 else ""
     bias = ctx.require_const(bias_name, "the bias").astype(np.float32) if bias_name else None
     target = layout.tflite_shape(ctx.shape(node.outputs[0]), layout.NHWC)
     options = {"padding": "VALID", "strideH": sh, "strideW": sw}
-    simple = list(pads) == [0, 0, 0, 0] and list(out_pad) == [0, 0]
+    simple = list(pads) == [0, 0, 0, 0] and list(out_pad) == [0, 0] and group == 1
     conv_out = ctx.temp(f"{node.outputs[0]}/full", full, np.float32)
-    ctx.add(
-        "TRANSPOSE_CONV",
-        [
-            ctx.int32("output_shape", full),
-            filt,
-            x,
-            ctx.constant(f"{node.name}/bias", bias) if simple and bias is not None else None,
-        ],
-        [conv_out],
-        options,
-    )
+    if group == 1:
+        filt = ctx.constant(f"{node.name}/filter", weight.transpose(1, 2, 3, 0))
+        ctx.add(
+            "TRANSPOSE_CONV",
+            [
+                ctx.int32("output_shape", full),
+                filt,
+                x,
+                ctx.constant(f"{node.name}/bias", bias) if simple and bias is not None else None,
+            ],
+            [conv_out],
+            options,
+        )
+    else:
+        # TRANSPOSE_CONV has no groups: SPLIT the channels, one per group, CONCATENATION.
+        in_channels = ctx.graph.tensors[x].shape[3]
+        if in_channels % group:
+            ctx.unsupported(f"group={group} does not divide the channels")
+        step = in_channels // group
+        parts = [ctx.temp(f"{x}/group{g}", (n, h, w, step), np.float32) for g in range(group)]
+        ctx.add("SPLIT", [ctx.int32("axis", 3), x], parts, {"numSplits": group})
+        outs = []
+        for g, part in enumerate(parts):
+            w_g = weight[g * step : (g + 1) * step]  # (C_in/g, C_out/g, kH, kW)
+            filt = ctx.constant(f"{node.name}/filter{g}", w_g.transpose(1, 2, 3, 0))
+            out = ctx.temp(f"{node.outputs[0]}/group{g}", (*full[:3], per_group), np.float32)
+            shape_g = ctx.int32("output_shape", (*full[:3], per_group))
+            ctx.add("TRANSPOSE_CONV", [shape_g, filt, part, None], [out], dict(options))
+            outs.append(out)
+        ctx.add("CONCATENATION", outs, [conv_out], {"axis": 3, "fusedActivationFunction": "NONE"})
     current = conv_out
     if not simple:
         # ONNX keeps rows [top, top + out_h) of the full result (output_padding extends the

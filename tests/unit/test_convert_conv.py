@@ -92,3 +92,34 @@ def test_conv_transpose(attrs: dict[str, Any]) -> None:
         constants={"w": _w(3, 4, 3, 3), "b": _w(4)},
     )
     assert comparison.count("TRANSPOSE_CONV") == 1
+
+
+@pytest.mark.parametrize("group", [2, 4])
+def test_grouped_conv_transpose(group: int) -> None:
+    # 4 input channels in `group` groups, 3 output channels per group.
+    comparison = check_op(
+        "ConvTranspose",
+        {"x": [1, 4, 5, 5]},
+        attrs={"kernel_shape": [4, 4], "strides": [2, 2], "pads": [1, 1, 1, 1], "group": group},
+        constants={"w": _w(4, 3, 4, 4), "b": _w(3 * group)},
+    )
+    assert comparison.count("TRANSPOSE_CONV") == group
+
+
+def test_batchnorm_folds_into_conv_transpose() -> None:
+    from convert_helpers import check_model, make_model
+    from onnx import helper
+
+    stats = {
+        "gamma": RNG.uniform(0.5, 1.5, 5).astype(np.float32),
+        "beta": _w(5),
+        "mean": _w(5),
+        "var": RNG.uniform(0.5, 2, 5).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("ConvTranspose", ["x", "w"], ["c"], strides=[2, 2]),
+        helper.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["y"]),
+    ]
+    model = make_model(nodes, {"x": [1, 3, 4, 4]}, ["y"], {"w": _w(3, 5, 3, 3), **stats})
+    comparison = check_model(model, {"x": [1, 3, 4, 4]})
+    assert comparison.count("MUL") == 0
