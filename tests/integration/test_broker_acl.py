@@ -1,14 +1,12 @@
 """The generated broker set-up on a real Mosquitto: TLS client certificates, ACL, CRL.
 
-The broker runs exactly as a user would run it, ``mosquitto -c DIR/mosquitto.conf``, from a
-fleet folder whose config was written by :func:`write_broker_config` (the port comes from
-edgeops.toml, pointed at a free loopback port).
+The fleet folder comes from ``edgeops fleet init`` (broker URL on a free loopback port), the
+devices' certificates from ``issue_certificate`` and :func:`enroll_device`, and the broker
+runs exactly as a user runs it: ``mosquitto -c DIR/mosquitto.conf``.
 """
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import queue
 import subprocess
@@ -18,115 +16,48 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 from typer.testing import CliRunner
 
 from edgeops.broker import find_mosquitto, free_port, wait_for_port
 from edgeops.cli import app
 from edgeops.cli import commands as _commands  # noqa: F401 - registers the commands
-from edgeops.fleet.broker_config import (
-    BrokerFiles,
-    enroll_device,
-    write_broker_config,
-)
+from edgeops.fleet.broker_config import BrokerFiles, enroll_device
+from edgeops.fleet.ca import issue_certificate
+from edgeops.fleet.fleetdir import MANAGER_COMMON_NAME
 
 pytestmark = pytest.mark.integration
 
 FLEET = "demo"
 BASE = f"edgeops/v1/{FLEET}"
+MANAGER = MANAGER_COMMON_NAME
 QUIET = 0.7  # how long "nothing arrives" is watched, after an in-order control message
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-class ScratchCA:
-    """A throwaway fleet CA in the fleet folder layout BrokerFiles expects."""
-
-    def __init__(self, files: BrokerFiles) -> None:
-        self.files = files
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edgeops test fleet CA")])
-        now = datetime.datetime.now(datetime.UTC)
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(self.key, hashes.SHA256())
-        )
-        files.ca_cert.parent.mkdir(parents=True, exist_ok=True)
-        files.ca_cert.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
-        files.ca_key.write_bytes(_pem_key(self.key))
-
-    def issue(self, common_name: str, *, server: bool = False) -> tuple[bytes, bytes]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        )
-        if server:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            )
-        cert = builder.sign(self.key, hashes.SHA256())
-        return _pem_key(key), cert.public_bytes(serialization.Encoding.PEM)
-
-
 class Fleet:
+    """A fleet folder made by ``edgeops fleet init`` (the CLI), its broker on a free
+    loopback port, and the client identities the tests connect with."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.files = BrokerFiles.of(root)
         self.port = free_port()
-        (root / "edgeops.toml").write_text(
-            f'[fleet]\nname = "{FLEET}"\n[broker]\nport = {self.port}\nbind = "127.0.0.1"\n'
+        result = CliRunner().invoke(
+            app,
+            [
+                "fleet",
+                "init",
+                str(root),
+                "--name",
+                FLEET,
+                "--broker-url",
+                f"mqtts://127.0.0.1:{self.port}",
+            ],
         )
-        self.ca = ScratchCA(self.files)
-        key, cert = self.ca.issue("localhost", server=True)
-        self.files.server_key.parent.mkdir(parents=True, exist_ok=True)
-        self.files.server_key.write_bytes(key)
-        self.files.server_cert.write_bytes(cert)
-        self.identities: dict[str, tuple[Path, Path]] = {}
+        assert result.exit_code == 0, result.output
+        self.files = BrokerFiles.of(root)
+        self.identities: dict[str, tuple[Path, Path]] = {
+            MANAGER: (root / "tls" / "manager.crt", root / "tls" / "manager.key")
+        }
         self.process: subprocess.Popen[bytes] | None = None
         self.opened: list[Client] = []
         self.log = root / "broker.log"
@@ -139,7 +70,7 @@ class Fleet:
         self.identities[name] = (folder / f"{name}.crt", folder / f"{name}.key")
 
     def enroll(self, device_id: str, group: str) -> None:
-        key, cert = self.ca.issue(device_id)
+        key, cert = issue_certificate(self.root, device_id, kind="device")
         enroll_device(self.root, device_id, group=group, board="rpi4", cert_pem=cert)
         self.identity(device_id, cert, key)
 
@@ -224,9 +155,6 @@ class Client:
 @pytest.fixture
 def fleet(tmp_path) -> Iterator[Fleet]:
     fleet = Fleet(tmp_path / "fleet")
-    key, cert = fleet.ca.issue("edgeops-fleet-manager")
-    fleet.identity("edgeops-fleet-manager", cert, key)
-    write_broker_config(fleet.root)
     fleet.enroll("dev-a", "lab")
     fleet.enroll("dev-b", "lab")
     fleet.enroll("dev-c", "field")
@@ -267,7 +195,7 @@ def can_connect(fleet: Fleet, identity: str) -> bool:
 def test_generated_config_runs_as_is(fleet):
     text = fleet.files.config.read_text()
     assert f"listener {fleet.port} 127.0.0.1" in text
-    manager = connect(fleet, "edgeops-fleet-manager")
+    manager = connect(fleet, MANAGER)
     manager.subscribe(f"{BASE}/#")
     device = connect(fleet, "dev-a")
     device.publish(f"{BASE}/dev/dev-a/telemetry", b"t1")
@@ -277,7 +205,7 @@ def test_generated_config_runs_as_is(fleet):
 
 
 def test_a_device_cannot_publish_under_another_devices_topics(fleet):
-    manager = connect(fleet, "edgeops-fleet-manager")
+    manager = connect(fleet, MANAGER)
     manager.subscribe(f"{BASE}/#")
     intruder = connect(fleet, "dev-b")
     for kind in ("state", "events", "telemetry"):
@@ -288,7 +216,7 @@ def test_a_device_cannot_publish_under_another_devices_topics(fleet):
 
 
 def test_a_device_cannot_read_another_devices_telemetry_or_directives(fleet):
-    manager = connect(fleet, "edgeops-fleet-manager")
+    manager = connect(fleet, MANAGER)
     victim = connect(fleet, "dev-a")
     snoop = connect(fleet, "dev-b")
     snoop.subscribe(
@@ -314,7 +242,7 @@ def test_a_device_cannot_read_another_devices_telemetry_or_directives(fleet):
 
 
 def test_a_device_cannot_publish_a_directive_or_a_bundle(fleet):
-    manager = connect(fleet, "edgeops-fleet-manager")
+    manager = connect(fleet, MANAGER)
     manager.subscribe(f"{BASE}/#")
     rogue = connect(fleet, "dev-a")
     for topic in (
@@ -331,7 +259,7 @@ def test_a_device_cannot_publish_a_directive_or_a_bundle(fleet):
 
 
 def test_devices_read_their_groups_directive_and_the_bundle_topics_only(fleet):
-    manager = connect(fleet, "edgeops-fleet-manager")
+    manager = connect(fleet, MANAGER)
     lab = connect(fleet, "dev-a")
     field = connect(fleet, "dev-c")
     for device in (lab, field):
@@ -352,7 +280,7 @@ def test_devices_read_their_groups_directive_and_the_bundle_topics_only(fleet):
 
 
 def test_reusing_another_devices_client_id_does_not_disconnect_it(fleet):
-    manager = connect(fleet, "edgeops-fleet-manager")
+    manager = connect(fleet, MANAGER)
     manager.subscribe(f"{BASE}/#")
     victim = connect(fleet, "dev-a")
     impostor = connect(fleet, "dev-b", client_id="dev-a")
@@ -387,7 +315,7 @@ def test_a_revoked_device_cannot_connect(fleet):
 
 
 def test_retained_messages_survive_a_broker_restart(fleet):
-    manager = connect(fleet, "edgeops-fleet-manager")
+    manager = connect(fleet, MANAGER)
     manager.publish(f"{BASE}/bundle/abc/chunk/0", b"kept", retain=True)
     manager.close()
     fleet.opened.remove(manager)
@@ -411,12 +339,12 @@ def test_the_manager_ingests_device_reports_through_the_acl(fleet, share_group):
     from edgeops.mqtt.settings import TlsSettings
     from edgeops.protocol import StateMessage, TelemetryMessage, TelemetrySample
 
-    cert, key = fleet.identities["edgeops-fleet-manager"]
+    cert, key = fleet.identities[MANAGER]
     link = PahoLink(
         MqttSettings(
             host="127.0.0.1",
             port=fleet.port,
-            client_id="edgeops-fleet-manager",
+            client_id=MANAGER,
             tls=TlsSettings(cafile=fleet.files.ca_cert, certfile=cert, keyfile=key),
         )
     )
