@@ -6,14 +6,16 @@ finds every chunk already on the broker. The broker fans the bytes out.
 
 A device runs a :class:`BundleFetcher`: it subscribes to the bundle's meta and checks it
 against the signed directive (digest, size, cap). A small bundle (at most ``window``
-chunks) is then fetched through the one wildcard filter ``.../chunk/+``, so the broker
-sends every chunk at once. A larger bundle, or any bundle after a disconnect, is fetched
-through one topic per missing chunk, a window at a time, each unsubscribed as it arrives:
-the link's subscriptions are then exactly the chunks still missing, and the link's
-re-subscribe after a reconnect makes the broker resend only those (retained messages are
-re-sent on every subscribe, MQTT 3.1.1 §3.8.4). The switch from the wildcard happens in the
-link's disconnect callback, which runs before the reconnect. A chunk whose SHA-256 is wrong
-is requested again by subscribing to its own topic again, a bounded number of times.
+chunks) is fetched through the one wildcard filter ``.../chunk/+``, subscribed right behind
+the meta when the directive's size says the bundle is small, so the broker sends the meta
+and then every chunk without waiting for a round trip. A larger bundle, or any bundle after
+a disconnect, is fetched through one topic per missing chunk, a window at a time, each
+unsubscribed as it arrives: the link's subscriptions are then exactly the chunks still
+missing, and the link's re-subscribe after a reconnect makes the broker resend only those
+(retained messages are re-sent on every subscribe, MQTT 3.1.1 §3.8.4). The switch from the
+wildcard happens in the link's disconnect callback, which runs before the reconnect. A
+chunk whose SHA-256 is wrong is requested again by subscribing to its own topic again, a
+bounded number of times.
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ class BundleFetcher:
         self._error: EdgeopsError | None = None
         self._subscribed: set[int] = set()
         self._wildcard: str | None = None
+        self._early: set[int] = set()
         self._retries: dict[int, int] = {}
         self._started = False
         self._forget_disconnect: Callable[[], None] | None = None
@@ -137,13 +140,25 @@ class BundleFetcher:
         return self._assembler.digest
 
     def start(self) -> None:
-        """Subscribe to the meta; the rest happens on the link's thread."""
+        """Subscribe to the meta (and, for a small bundle, to every chunk at once); the rest
+        happens on the link's thread."""
         with self._lock:
             if self._started:
                 return
             self._started = True
+            if self._assembler.size <= self._window * DEFAULT_CHUNK_SIZE:
+                self._wildcard = bundle_chunk_filter(self._fleet, self.digest)
         self._forget_disconnect = self._link.on_disconnect(self._handle_disconnect)
         self._link.subscribe(self._meta_topic, self._handle_meta)
+        # Small bundles skip a round trip: the chunks are asked for right behind the meta,
+        # which the broker therefore sends first; a chunk that still beats the meta is set
+        # aside and asked for again. The lock is held across the subscribe so that a meta
+        # handled meanwhile sees the wildcard in place; a meta already handled (a link that
+        # delivers at once) has decided for itself and cleared or kept the wildcard.
+        with self._lock:
+            wildcard = self._wildcard
+            if wildcard is not None and not self._done.is_set():
+                self._link.subscribe(wildcard, self._handle_chunk)
 
     def wait(self, timeout: float) -> None:
         """Block until the whole bundle is in the sink and its SHA-256 checked.
@@ -236,12 +251,28 @@ class BundleFetcher:
                 self._fail(exc)
                 return
         self._link.unsubscribe(self._meta_topic)
-        if meta.chunk_count <= self._window:
+        with self._lock:
+            wildcard = self._wildcard
+            early, self._early = sorted(self._early), set()
+        if meta.chunk_count > self._window:
+            if wildcard is not None:
+                # More chunks than a window after all: ask for them a window at a time.
+                with self._lock:
+                    self._wildcard = None
+                self._link.unsubscribe(wildcard)
+            self._fill_window()
+        elif wildcard is None:
             with self._lock:
                 self._wildcard = bundle_chunk_filter(self._fleet, self.digest)
             self._link.subscribe(self._wildcard, self._handle_chunk)
         else:
-            self._fill_window()
+            for index in early:
+                if index < meta.chunk_count:
+                    self._link.subscribe(
+                        bundle_chunk_topic(self._fleet, self.digest, index), self._handle_chunk
+                    )
+                    with self._lock:
+                        self._subscribed.add(index)
 
     def _handle_disconnect(self, reason: str) -> None:
         # Runs before the link reconnects: trade the wildcard for the missing chunks' own
@@ -278,6 +309,9 @@ class BundleFetcher:
         refetch = False
         with self._lock:
             meta = self._assembler.meta
+            if meta is None and not self._done.is_set():
+                self._early.add(index)
+                return
             if self._done.is_set() or meta is None or index >= meta.chunk_count:
                 # Not a chunk of this bundle: nothing to fetch again, nothing to fail.
                 return
