@@ -18,7 +18,12 @@ from edgeops.errors import (
 )
 from edgeops.mqtt import BundleFetcher, FakeBroker, Link, Message, publish_bundle
 from edgeops.mqtt.link import Ack, MessageHandler
-from edgeops.protocol import bundle_chunk_filter, bundle_chunk_topic, bundle_meta_topic
+from edgeops.protocol import (
+    bundle_chunk_filter,
+    bundle_chunk_topic,
+    bundle_meta_topic,
+    split_chunks,
+)
 
 KIB = 1024
 DATA = random.Random(7).randbytes(40 * KIB + 123)
@@ -144,6 +149,27 @@ def test_a_small_bundle_comes_through_the_wildcard_and_resumes_through_missing_t
     missing = fetcher.missing()
     assert held[1] == sorted(bundle_chunk_topic("acme", meta.digest, i) for i in missing)
     link.reconnect()
+    fetcher.wait(1)
+    assert sink.getvalue() == DATA
+    assert fetcher.deliveries == meta.chunk_count
+    assert link.subscriptions == []
+
+
+def test_chunks_that_arrive_before_the_meta_are_asked_for_again_once_it_comes():
+    broker = FakeBroker()
+    fleet = broker.link("fleet")
+    fleet.connect()
+    meta, chunks = split_chunks(DATA, 4 * KIB)
+    link = broker.link("pi")
+    link.connect()
+    sink = io.BytesIO()
+    fetcher = _fetcher(link, meta, sink)
+    fetcher.start()
+    # The fleet is still publishing: chunks first, the meta last.
+    for index, chunk in enumerate(chunks):
+        fleet.publish(bundle_chunk_topic("acme", meta.digest, index), chunk, retain=True)
+    assert fetcher.progress() == (0, 0)
+    fleet.publish(bundle_meta_topic("acme", meta.digest), meta.to_bytes(), retain=True)
     fetcher.wait(1)
     assert sink.getvalue() == DATA
     assert fetcher.deliveries == meta.chunk_count
