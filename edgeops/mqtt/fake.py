@@ -22,6 +22,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from edgeops.errors import ProtocolError, StateError, TransportError
 from edgeops.mqtt.link import (
@@ -29,6 +30,7 @@ from edgeops.mqtt.link import (
     ConnectCallback,
     DisconnectCallback,
     EventAck,
+    Link,
     Message,
     MessageHandler,
     callback_remover,
@@ -344,3 +346,9 @@ class FakeLink:
 
 
 __all__ = ["FakeBroker", "FakeLink"]
+
+
+if TYPE_CHECKING:
+
+    def _implements_link(link: FakeLink) -> Link:
+        return link

@@ -30,6 +30,7 @@ from edgeops.mqtt.link import (
     ConnectCallback,
     DisconnectCallback,
     EventAck,
+    Link,
     Message,
     MessageHandler,
     callback_remover,
@@ -520,3 +521,9 @@ def _ignore_socket_event(client: Any, userdata: Any, sock: Any) -> None:
 
 
 __all__ = ["PahoLink"]
+
+
+if TYPE_CHECKING:
+
+    def _implements_link(link: PahoLink) -> Link:
+        return link

@@ -414,3 +414,12 @@ def test_a_wildcard_fetch_cut_midway_resumes_with_only_the_missing_chunks(mosqui
     # After the reconnect the broker sent the missing chunks and nothing else.
     assert fetcher.deliveries == meta.chunk_count
     assert device.subscriptions == []
+
+
+def test_importing_the_link_package_does_not_import_paho():
+    # The agent imports edgeops.mqtt at start-up; paho loads with the first PahoLink.
+    code = "import sys, edgeops.mqtt, edgeops.protocol; print('paho' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "False"
