@@ -334,13 +334,14 @@ class PahoLink:
                 # thread: drop the connection and reconnect.
                 _log.warning("%s: network loop error: %s", self.client_id, exc, exc_info=True)
                 rc = mqtt.MQTT_ERR_UNKNOWN
-                with contextlib.suppress(Exception):
-                    sock = client.socket()
-                    if sock is not None:
-                        sock.close()
                 self._handle_disconnect(client, None, None, None, None)
             if rc == mqtt.MQTT_ERR_SUCCESS or self._stop.is_set():
                 continue
+            if client.socket() is not None:
+                # Some of paho's error paths (a select() on a broken socket) leave the socket
+                # in place; without closing it the next turn would never reconnect.
+                with contextlib.suppress(Exception):
+                    client._sock_close()
             self._connection_ended(rc)
         # Closes the wake-up socket pair too; paho otherwise leaves it to garbage collection.
         final = self._client
