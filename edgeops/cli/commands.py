@@ -10,9 +10,11 @@ from edgeops.cli import (
     status,  # noqa: F401 - edgeops status
 )
 from edgeops.cli.agent import agent_app
+from edgeops.cli.bundle import bundle_app
 from edgeops.cli.fleet import fleet_app
 from edgeops.cli.keys import keys_app
 
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(keys_app, name="keys")
+app.add_typer(bundle_app, name="bundle")
 app.add_typer(agent_app, name="agent")
