@@ -1082,3 +1082,7 @@ __all__ = [
     "order_from_directive",
     "run",
 ]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
