@@ -423,3 +423,46 @@ def test_importing_the_link_package_does_not_import_paho():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.faults
+def test_a_fetch_survives_a_broker_restart_midway(tmp_path, links):
+    user = pwd.getpwuid(os.getuid()).pw_name
+    config = (
+        f"allow_anonymous true\nuser {user}\npersistence true\npersistence_location {tmp_path}/\n"
+    )
+    with MosquittoBroker(config, workdir=tmp_path / "broker") as broker:
+        fleet = links(broker, "fleet")
+        fleet.connect(timeout=5)
+        meta = publish_bundle(fleet, "acme", BUNDLE, chunk_size=CHUNK)
+        device = links(broker, "pi-5")
+        device.connect(timeout=5)
+        halfway = threading.Event()
+        resume = threading.Event()
+
+        def pause_at_ten(received: int, total: int) -> None:
+            # Hold the network thread so that the restart lands mid-fetch.
+            if received == 10 * CHUNK:
+                halfway.set()
+                resume.wait(10)
+
+        sink = io.BytesIO()
+        fetcher = BundleFetcher(
+            device,
+            "acme",
+            digest=meta.digest,
+            size=meta.total_size,
+            sink=sink,
+            window=8,
+            on_progress=pause_at_ten,
+        )
+        fetcher.start()
+        assert halfway.wait(10)
+        broker.stop()
+        resume.set()
+        broker.start()
+        fetcher.wait(30)
+    assert sink.getvalue() == BUNDLE
+    assert device.connects == 2
+    # Only what was missing after the restart was sent again.
+    assert fetcher.deliveries == meta.chunk_count

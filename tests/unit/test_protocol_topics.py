@@ -188,3 +188,19 @@ def test_invalid_filters_are_refused(bad):
 def test_topic_names_with_wildcards_are_refused(bad):
     with pytest.raises(ProtocolError):
         validate_topic_name(bad)
+
+
+levels = st.sampled_from(["a", "b", "edgeops", "v1", "$SYS", ""])
+filter_levels = levels | st.just("+")
+
+
+@given(
+    topic=st.lists(levels, min_size=1, max_size=5).map("/".join),
+    pattern=st.tuples(st.lists(filter_levels, min_size=1, max_size=5), st.booleans()).map(
+        lambda parts: "/".join(parts[0] + (["#"] if parts[1] else []))
+    ),
+)
+def test_topic_matches_agrees_with_paho(topic, pattern):
+    from paho.mqtt.client import topic_matches_sub
+
+    assert topic_matches(pattern, topic) is topic_matches_sub(pattern, topic)
