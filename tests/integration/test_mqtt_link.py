@@ -94,6 +94,39 @@ def test_publish_subscribe_round_trip_with_broker_acks(mosquitto, links, protoco
     assert sorted(m.payload for m in received) == sorted(b"%d" % i for i in range(50))
 
 
+def test_large_publishes_from_many_threads_arrive_intact(mosquitto, links):
+    # Publishes from several threads at once, each larger than a socket buffer, must reach
+    # the broker as whole packets with their acks matched to the right message.
+    publisher = links(mosquitto, "fleet")
+    subscriber = links(mosquitto, "watcher")
+    publisher.connect(timeout=5)
+    subscriber.connect(timeout=5)
+    inbox = Inbox()
+    subscriber.subscribe("bulk/#", inbox).wait(5)
+    payloads = {
+        f"bulk/{t}/{i}": random.Random(t * 100 + i).randbytes(300_000)
+        for t in range(4)
+        for i in range(10)
+    }
+
+    def send(thread: int) -> None:
+        acks = [
+            publisher.publish(topic, payload)
+            for topic, payload in payloads.items()
+            if topic.startswith(f"bulk/{thread}/")
+        ]
+        for ack in acks:
+            ack.wait(20)
+
+    workers = [threading.Thread(target=send, args=(t,)) for t in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    received = inbox.wait_for(lambda m: len(m) == len(payloads), timeout=20)
+    assert {m.topic: m.payload for m in received} == payloads
+
+
 def test_retained_directive_reaches_a_device_that_subscribes_later(mosquitto, links):
     fleet = links(mosquitto, "fleet")
     fleet.connect(timeout=5)
