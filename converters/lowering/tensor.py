@@ -131,6 +131,8 @@ def _feeds_only_dense(ctx: Lowering, out_name: str) -> bool:
     if not readers or out_name in ctx.source.outputs:
         return False
     for reader in readers:
+        if reader.op_type not in ("Gemm", "MatMul") or len(reader.inputs) < 2:
+            return False
         if reader.inputs[0] != out_name or out_name in reader.inputs[1:]:
             return False
         weight = ctx.const(reader.inputs[1])
