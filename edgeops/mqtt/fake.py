@@ -7,7 +7,8 @@ the acknowledgements until the test releases them). :class:`FakeLink` implements
 
 Delivery is synchronous and run-to-completion: when ``publish`` (or ``subscribe``,
 ``start`` ...) returns on the test's thread, every resulting delivery has run, including
-messages that handlers published in turn, without recursion. Simulated failures:
+messages that handlers published in turn, without recursion. (If another thread is
+delivering at that moment, that thread runs the new deliveries instead.) Simulated failures:
 :meth:`FakeBroker.stop` / :meth:`FakeBroker.start` (broker restart: links lose their
 connection and come back, re-subscribing) and :meth:`FakeBroker.drop` (one client's network
 fails: its will is published).
