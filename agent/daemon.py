@@ -85,7 +85,7 @@ from edgeops.errors import (
     StateError,
     TransportError,
 )
-from edgeops.fsutil import atomic_write_json
+from edgeops.fsutil import atomic_write_bytes, atomic_write_json
 
 if TYPE_CHECKING:
     from edgeops.agent.runtimes import ModelRuntime
@@ -195,7 +195,11 @@ ModelLoader = Callable[[Path, StagedBundle], "ModelRuntime"]
 
 
 class LibraryStager:
-    """The production :class:`BundleStager`, on ``edgeops.bundle``."""
+    """The production :class:`BundleStager`, on :mod:`edgeops.bundle`.
+
+    The verified manifest envelope is kept beside the unpacked files (``manifest.json``,
+    one level above ``files/``) so that the test vectors can be read by their tensor names.
+    """
 
     def stage(
         self,
@@ -210,13 +214,70 @@ class LibraryStager:
         max_unpacked: int,
         latency_runs: int,
     ) -> StagedBundle:
-        raise ConfigError("edgeops.bundle is not available in this build")
+        from edgeops.bundle import unpack_bundle, verify_bundle
+        from edgeops.trust import BundleRef as SignedBundleRef
+
+        # Only size and digest of ``expected`` are compared (mix-and-match, endless data).
+        expected = SignedBundleRef(sha256=digest, size=size, name="-", version="-", release=1)
+        verified = verify_bundle(
+            path,
+            trusted,
+            board=board,
+            last_release_counter=last_release_counter,
+            expected=expected,
+        )
+        manifest = verified.manifest
+        unpack_bundle(path, dest, manifest, max_unpacked=max_unpacked)
+        atomic_write_bytes(dest.parent / "manifest.json", verified.manifest_bytes)
+        budgets = manifest.budgets
+        return StagedBundle(
+            digest=digest,
+            name=manifest.name,
+            version=manifest.version,
+            release=manifest.release,
+            model=manifest.model,
+            runtime=manifest.runtime,
+            budgets=Budgets(
+                p95_latency_ms=budgets.p95_latency_ms,
+                memory_mb=budgets.memory_mb,
+                latency_runs=latency_runs,
+            ),
+            test_vectors=manifest.test_vectors,
+            reference_stats=manifest.reference_stats,
+        )
+
+    @staticmethod
+    def _manifest(files: Path) -> Any:
+        from edgeops.trust import Manifest
+        from edgeops.trust.envelope import parse_envelope
+        from edgeops.trust.verify import MAX_MANIFEST_BYTES
+
+        try:
+            data = (files.parent / "manifest.json").read_bytes()
+        except OSError as exc:
+            raise StateError(f"the kept manifest of {files.parent.name[:12]} is gone") from exc
+        envelope = parse_envelope(data, expected_type="manifest", max_size=MAX_MANIFEST_BYTES)
+        return Manifest.from_signed(envelope.signed)
 
     def test_vectors(self, files: Path, staged: StagedBundle) -> list[TestVector]:
-        raise ConfigError("edgeops.bundle is not available in this build")
+        from edgeops.bundle import load_test_vectors
+
+        if staged.test_vectors is None:
+            return []
+        vectors = load_test_vectors(files / staged.test_vectors, self._manifest(files))
+        return [
+            TestVector(inputs=v["inputs"], expected=v["expected"], atol=v["atol"], rtol=v["rtol"])
+            for v in vectors
+        ]
 
     def reference_stats(self, files: Path, staged: StagedBundle) -> Mapping[str, Any] | None:
-        return None
+        if staged.reference_stats is None:
+            return None
+        try:
+            data = json.loads((files / staged.reference_stats).read_bytes())
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot read reference statistics: {exc}") from exc
+        return data if isinstance(data, dict) else None
 
 
 def order_from_directive(directive: Directive, config: AgentConfig) -> Order:
@@ -694,7 +755,8 @@ class Agent:
                 max_unpacked=self.config.caps.max_unpacked_bytes,
                 latency_runs=self.config.latency_runs,
             )
-        except (InputError, OSError) as exc:
+        except (EdgeopsError, OSError) as exc:
+            # StorageError included: a bundle that cannot be read back is not installable.
             shutil.rmtree(staging, ignore_errors=True)
             return BundleRejected(f"{type(exc).__name__}: {exc}")
         atomic_write_json(staging / "bundle.json", staged.to_json())
@@ -741,7 +803,7 @@ class Agent:
         try:
             vectors = self._get_stager().test_vectors(self.store.files_dir(digest), staged)
             result = check_candidate(runtime, vectors, staged.budgets, memory_added_mb=added)
-        except InputError as exc:
+        except (InputError, StateError) as exc:
             result = HealthResult(ok=False, reason=f"{type(exc).__name__}: {exc}")
         if not result.ok:
             runtime.close()
