@@ -265,7 +265,10 @@ def test_a_bundle_above_the_device_cap_is_refused_before_subscribing():
 @settings(max_examples=60, deadline=None)
 @given(
     junk=st.lists(
-        st.tuples(st.integers(-1, 12) | st.text(max_size=4), st.binary(max_size=5 * KIB)),
+        st.tuples(
+            st.integers(-1, 12) | st.text(alphabet="az09-_./", max_size=4),
+            st.binary(max_size=5 * KIB),
+        ),
         max_size=6,
     )
 )
