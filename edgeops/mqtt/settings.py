@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from edgeops.errors import ConfigError
+from edgeops.errors import ConfigError, ProtocolError
+from edgeops.protocol.topics import validate_topic_name
 
 ProtocolChoice = Literal["auto", "5", "3.1.1"]
 
@@ -73,6 +74,10 @@ class Will:
     def __post_init__(self) -> None:
         if self.qos not in (0, 1, 2):
             raise ConfigError(f"expected will qos 0, 1 or 2, got {self.qos}")
+        try:
+            validate_topic_name(self.topic)
+        except ProtocolError as exc:
+            raise ConfigError(f"last will: {exc}") from exc
 
 
 def parse_mqtt_url(url: str) -> tuple[str, int, bool]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edgeops.errors import ConfigError
-from edgeops.mqtt import Backoff, MqttSettings, TlsSettings, parse_mqtt_url
+from edgeops.mqtt import Backoff, MqttSettings, TlsSettings, Will, parse_mqtt_url
 
 
 @pytest.mark.parametrize(
@@ -49,6 +49,8 @@ def test_settings_are_validated_on_creation():
         MqttSettings(host="h", client_id="c", protocol="4")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="certfile and keyfile"):
         TlsSettings(certfile=Path("c.pem"))
+    with pytest.raises(ConfigError, match="last will"):
+        Will(topic="edgeops/v1/+/dev/x/state", payload=b"")
     assert "secret" not in repr(
         MqttSettings(host="h", client_id="c", username="u", password="secret")
     )
