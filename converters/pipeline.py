@@ -57,7 +57,7 @@ class ConvertOptions:
     calibration_samples: Sequence[Mapping[str, npt.NDArray[Any]]] | None = None
     preset: str = "none"
     io_dtype: Literal["float32", "int8"] = "float32"
-    calibration_method: Literal["minmax", "percentile"] = "minmax"
+    calibration_method: Literal["auto", "minmax", "percentile"] = "auto"
     calibration_count: int | None = None
     nhwc_inputs: bool = True
     progress: bool = False

@@ -25,9 +25,14 @@ Both follow the TFLite 8-bit quantization specification (``real = scale × (q �
 ``dynamic`` stores int8 per-channel weights for the convolution and fully-connected ops with
 at least :data:`DYNAMIC_MIN_WEIGHTS` weights (TensorFlow's default) and keeps activations in
 float: LiteRT runs them with its hybrid kernels. ``int8`` calibrates every activation range by
-running the float model in LiteRT on the calibration samples (min/max, or a percentile of
-each sample's values averaged over samples) and converts every operator that has an int8
-kernel; the rest run in float between DEQUANTIZE and QUANTIZE ops.
+running the float model in LiteRT on the calibration samples and converts every operator that
+has an int8 kernel; the rest run in float between DEQUANTIZE and QUANTIZE ops. Ranges come
+from min/max over the samples, or from a percentile of each sample's values averaged over
+samples; the default, ``auto``, clips only the high-resolution activations of an image model
+(stride ≤ :data:`HIGH_RES_MAX_STRIDE`, at :data:`HIGH_RES_PERCENTILE`): there an extreme value
+is one pixel's edge response that one int8 scale would otherwise be stretched to cover,
+while deeper down the rare large values are the evidence for a detection and must not be
+clipped.
 
 Two accuracy traps are handled on purpose (``docs/quantization.md`` has the measurements):
 
@@ -126,6 +131,13 @@ SHARED_SCALE_OPS = frozenset({"CONCATENATION", "MAXIMUM", "MINIMUM"})
 INT8_OPS = FREE_OUTPUT_OPS | set(FIXED_OUTPUT_PARAMS) | SAME_SCALE_OPS | SHARED_SCALE_OPS
 
 Mode = Literal["dynamic", "int8"]
+Method = Literal["auto", "minmax", "percentile"]
+#: ``auto`` calibration clips activations at a stride of at most this from the input ...
+HIGH_RES_MAX_STRIDE = 4
+#: ... at this percentile of each sample's values (min/max everywhere else).
+HIGH_RES_PERCENTILE = 99.9
+#: ... when the full range is more than this many times the clipped one (a heavy tail).
+HEAVY_TAIL_RATIO = 2.0
 Ranges = dict[str, tuple[float, float]]
 
 
@@ -134,7 +146,7 @@ class QuantizeOptions:
     """How to quantize (see the module docstring for what each choice means)."""
 
     io_dtype: Literal["float32", "int8"] = "float32"
-    method: Literal["minmax", "percentile"] = "minmax"
+    method: Method = "auto"
     percentile: float = 99.99
     float_tail: bool = True
     mixed_range_ratio: float = 8.0
@@ -142,9 +154,9 @@ class QuantizeOptions:
     def __post_init__(self) -> None:
         if self.io_dtype not in ("float32", "int8"):
             raise ConfigError(f"expected io dtype float32 or int8, got {self.io_dtype!r}")
-        if self.method not in ("minmax", "percentile"):
+        if self.method not in ("auto", "minmax", "percentile"):
             raise ConfigError(
-                f"expected calibration method minmax or percentile, got {self.method!r}"
+                f"expected calibration method auto, minmax or percentile, got {self.method!r}"
             )
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"expected a percentile in (50, 100], got {self.percentile}")
@@ -270,11 +282,37 @@ def fit_layout(array: npt.NDArray[Any], shape: Sequence[int], name: str) -> npt.
     raise ConfigError(f"input {name!r}: expected shape {shape}, got {array.shape}")
 
 
+def high_resolution_tensors(graph: Graph, *, max_stride: int = HIGH_RES_MAX_STRIDE) -> set[str]:
+    """Activations of an image model at a stride of at most ``max_stride`` from its input.
+
+    A 4-D float input ``[1, H, W, C]`` sets the input area; a 4-D activation whose
+    ``h × w × max_stride²`` reaches it is "high resolution". Graph inputs are left out: their
+    range (pixels) is known, never clipped.
+    """
+    areas = [
+        graph.tensors[n].shape[1] * graph.tensors[n].shape[2]
+        for n in graph.inputs
+        if len(graph.tensors[n].shape) == 4 and graph.tensors[n].dtype == _F32
+    ]
+    if not areas:
+        return set()
+    area = max(areas)
+    return {
+        name
+        for name, t in graph.tensors.items()
+        if t.data is None
+        and t.dtype == _F32
+        and len(t.shape) == 4
+        and name not in graph.inputs
+        and t.shape[1] * t.shape[2] * max_stride**2 >= area
+    }
+
+
 def calibrate_ranges(
     graph: Graph,
     samples: Sequence[Mapping[str, npt.NDArray[Any]]],
     *,
-    method: Literal["minmax", "percentile"] = "minmax",
+    method: Method = "auto",
     percentile: float = 99.99,
     progress: bool = True,
 ) -> Ranges:
@@ -282,7 +320,10 @@ def calibrate_ranges(
 
     Runs the float graph in LiteRT with every intermediate tensor preserved. ``minmax``
     takes the extremes over all samples; ``percentile`` takes the ``percentile``-th and
-    ``(100 - percentile)``-th percentile of each sample and averages them over samples.
+    ``(100 - percentile)``-th percentile of each sample and averages them over samples;
+    ``auto`` (the default) does the latter with :data:`HIGH_RES_PERCENTILE` on the
+    high-resolution activations of an image model (:func:`high_resolution_tensors`) and
+    min/max everywhere else (``docs/quantization.md`` has the measurements behind it).
     """
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -303,27 +344,44 @@ def calibrate_ranges(
         for name, tensor in graph.tensors.items()
         if tensor.data is None and tensor.dtype == _F32
     ]
+    clipped: dict[str, float] = {}
+    if method == "percentile":
+        clipped = dict.fromkeys(watched, percentile)
+    elif method == "auto":
+        clipped = dict.fromkeys(high_resolution_tensors(graph), HIGH_RES_PERCENTILE)
     input_indices = [d["index"] for d in interpreter.get_input_details()]
     lows: dict[str, list[float]] = {name: [] for name in watched}
     highs: dict[str, list[float]] = {name: [] for name in watched}
     items: Iterable[Mapping[str, npt.NDArray[Any]]] = samples
     if progress:
         items = track(samples, total=len(samples), description="calibrating")
+    extremes: dict[str, tuple[float, float]] = {}
     for sample in items:
         for index, array in zip(input_indices, graph_feed(graph, sample), strict=True):
             interpreter.set_tensor(index, array)
         interpreter.invoke()
         for name in watched:
             values = interpreter.get_tensor(index_of[name])
-            if method == "percentile" and values.size > 1:
-                lo, hi = np.percentile(values, [100.0 - percentile, percentile])
-            else:
-                lo, hi = values.min(), values.max()
+            lo, hi = float(values.min()), float(values.max())
+            if name in clipped:
+                old_lo, old_hi = extremes.get(name, (lo, hi))
+                extremes[name] = (min(lo, old_lo), max(hi, old_hi))
+                if values.size > 1:
+                    lo, hi = np.percentile(values, [100.0 - clipped[name], clipped[name]])
             lows[name].append(float(lo))
             highs[name].append(float(hi))
-    if method == "percentile":
-        return {n: (float(np.mean(lows[n])), float(np.mean(highs[n]))) for n in watched}
-    return {n: (min(lows[n]), max(highs[n])) for n in watched}
+    ranges: Ranges = {}
+    for name in watched:
+        full = (min(lows[name]), max(highs[name]))
+        if name in clipped:
+            kept = (float(np.mean(lows[name])), float(np.mean(highs[name])))
+            full = extremes[name]
+            # ``auto`` clips only a heavy tail: a few values far beyond the bulk.
+            heavy = (full[1] - full[0]) > HEAVY_TAIL_RATIO * (kept[1] - kept[0])
+            ranges[name] = kept if method == "percentile" or heavy else full
+        else:
+            ranges[name] = full
+    return ranges
 
 
 # -- the passes --------------------------------------------------------------------------
@@ -850,6 +908,7 @@ __all__ = [
     "calibrate_ranges",
     "fit_layout",
     "graph_feed",
+    "high_resolution_tensors",
     "quantize_dynamic",
     "quantize_graph",
     "quantize_int8",
