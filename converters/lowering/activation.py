@@ -1,5 +1,7 @@
-"""Activations: Relu, Clip, LeakyRelu, PRelu, Sigmoid, HardSigmoid, HardSwish, Tanh, Softmax,
-Elu-free. Layout-indifferent except Softmax, whose TFLite kernel works on the last axis.
+"""Activations: Relu, Clip, LeakyRelu, PRelu, Sigmoid, HardSigmoid, HardSwish, Tanh, Elu,
+Selu, Softplus, Mish, Gelu, Softmax, LogSoftmax.
+
+All are layout-indifferent except (Log)Softmax, whose TFLite kernel works on the last axis.
 """
 
 from __future__ import annotations
