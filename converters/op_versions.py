@@ -103,6 +103,7 @@ MAX_VERSIONS_TFLITE_2_14: dict[str, int] = {
 _INT8 = np.dtype(np.int8)
 _UINT8 = np.dtype(np.uint8)
 _INT16 = np.dtype(np.int16)
+_INT64 = np.dtype(np.int64)
 _F32 = np.dtype(np.float32)
 
 # Operators whose version is 1 for float, 2 for int8/uint8 and 3 for int16 activations
@@ -226,12 +227,18 @@ def _rule(graph: Graph, op: Operator) -> int:
             return 3
         return 2 if out0 == _INT16 else 1
     if code in ("ADD",):
+        if in0 == _INT64:
+            return 4
         return 2 if in0 == _INT8 else 1
     if code == "SUB":
+        if in0 == _INT64:
+            return 4
         if broadcast and max_rank > 4:
             return 3
         return 2 if in0 == _INT8 else 1
     if code == "MUL":
+        if in0 == _INT64:
+            return 5
         if in0 == _INT16:
             return 4
         return 2 if in0 == _INT8 else 1

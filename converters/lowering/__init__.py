@@ -51,8 +51,13 @@ def lower(source: OnnxGraph, *, nhwc_inputs: bool = True) -> Graph:
     for name in source.outputs:
         rank = ctx.rank(name)
         tensor_name = ctx.tensor(name, layout.identity(rank))
-        if ctx.const(name) is not None:
-            # A constant model output still needs an operator to produce it.
+        if (
+            ctx.const(name) is not None
+            or tensor_name in ctx.graph.inputs
+            or tensor_name in ctx.graph.outputs
+        ):
+            # A constant output, an input passed straight through, or an output listed
+            # twice still needs an operator (and a tensor of its own name) to produce it.
             tensor_name = _copy(ctx, tensor_name, name)
         final = _rename(ctx.graph, tensor_name, name)
         ctx.graph.outputs.append(final)
