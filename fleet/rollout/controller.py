@@ -284,6 +284,14 @@ class RolloutController:
             if device_id in self._devices and p95 > 0:
                 self._devices[device_id].baseline_p95.add(p95)
         self.log: list[tuple[float, str]] = []
+        if policy.max_p95_regression_percent is not None and not any(
+            r.baseline_p95.count for r in self._devices.values()
+        ):
+            self._note(
+                created,
+                "no device has a p95 on the previous bundle yet: the p95 gate applies to "
+                "devices as their old-bundle readings arrive",
+            )
 
     # -- inputs -------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from edgeops.fleet.rollout.policy import DeviceCandidate, RolloutPolicy, plan_wa
 
 if TYPE_CHECKING:
     from edgeops.mqtt.link import Link
-    from edgeops.protocol import EventMessage, TelemetryMessage
+    from edgeops.protocol import EventMessage, StateMessage, TelemetryMessage
     from edgeops.trust import SigningKey
     from edgeops.trust.metadata import BundleRef
 
@@ -68,6 +68,7 @@ class RolloutRunner:
         self.group = group
         self.clock = clock
         self._lock = threading.Lock()
+        self._tick_lock = threading.Lock()
 
     @classmethod
     def start(
@@ -154,6 +155,23 @@ class RolloutRunner:
                 device_id, state, now=self.clock(), bundle=event.bundle_digest, reason=event.reason
             )
 
+    def on_state(self, device_id: str, state: StateMessage) -> None:
+        """A device's retained state (feed it Ingestor's ``on_state``).
+
+        Only positive evidence is taken: a device that was sent this rollout's bundle and
+        now runs it has committed it. That is how a restarted fleet manager learns what
+        happened while it was away (update events are not retained; states are); failures
+        in that gap show as silence and count against the gate at the wave timeout.
+        """
+        if state.bundle is None or state.bundle.digest != self.controller.bundle:
+            return
+        with self._lock:
+            phase = self.controller.device_phases().get(device_id)
+            if phase in (DevicePhase.SENT, DevicePhase.DOWNLOADING, DevicePhase.TESTING):
+                self.controller.on_event(
+                    device_id, DevicePhase.COMMITTED, now=self.clock(), bundle=state.bundle.digest
+                )
+
     def on_telemetry(self, device_id: str, message: TelemetryMessage) -> None:
         """A telemetry batch from a device (feed it Ingestor's ``on_telemetry``)."""
         with self._lock:
@@ -171,26 +189,33 @@ class RolloutRunner:
     # -- the loop body -------------------------------------------------------------------
 
     def tick(self) -> list[Action]:
-        """Apply queued requests, decide, publish, save; returns what was decided."""
-        with self._lock:
-            controller = self.controller
-            now = self.clock()
-            requests = self.store.pending_requests(controller.rollout_id)
-            actions: list[Action] = []
-            for request in requests:
-                if request.action == "pause":
-                    controller.pause(now=now)
-                elif request.action == "resume":
-                    controller.resume(now=now)
-                elif request.action == "abort":
-                    actions += controller.abort(request.reason or "aborted by hand", now=now)
-            actions += controller.step(now=now)
+        """Apply queued requests, decide, publish, save; returns what was decided.
+
+        The controller lock is not held while publishing: the link's network thread, which
+        completes the publish acknowledgements, is also the thread that delivers device
+        reports to :meth:`on_event`.
+        """
+        with self._tick_lock:
+            with self._lock:
+                controller = self.controller
+                now = self.clock()
+                requests = self.store.pending_requests(controller.rollout_id)
+                actions: list[Action] = []
+                for request in requests:
+                    if request.action == "pause":
+                        controller.pause(now=now)
+                    elif request.action == "resume":
+                        controller.resume(now=now)
+                    elif request.action == "abort":
+                        actions += controller.abort(request.reason or "aborted by hand", now=now)
+                actions += controller.step(now=now)
             for action in actions:
                 if isinstance(action, PublishDirectives):
                     self.sink.publish(
                         action, rollout_id=controller.rollout_id, policy=controller.policy
                     )
-            self.store.save_rollout(to_record(controller, group=self.group, now=now))
+            with self._lock:
+                self.store.save_rollout(to_record(controller, group=self.group, now=now))
             # Marked only after the save: a crash in between replays the request, and
             # pause, resume and abort are all harmless to apply twice.
             for request in requests:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from edgeops.fleet.registry import SqliteStore, StateUpdate, TelemetryRow
 from edgeops.fleet.rollout import PublishDirectives, RolloutPolicy, RolloutStatus
 from edgeops.fleet.rollout.runner import RolloutRunner, SignedDirectiveSink
-from edgeops.protocol import EventMessage, TelemetryMessage, TelemetrySample
+from edgeops.protocol import EventMessage, StateMessage, TelemetryMessage, TelemetrySample
 
 NEW = "1" * 64
 OLD = "0" * 64
@@ -231,3 +231,25 @@ def test_a_device_rejecting_the_directive_counts_as_failed():
     assert runner.controller.device_phases()["d3"].value == "pending"
     saved = store.get_rollout("r1")
     assert saved.device_phases["d0"] == "failed"
+
+
+def test_retained_state_running_the_new_bundle_counts_as_committed():
+    from edgeops.protocol import BundleRef as WireRef
+
+    store, sink, clock = fleet_store(), RecordingSink(), Clock()
+    runner = RolloutRunner.start(
+        store, sink, rollout_id="r1", group="lab", bundle=NEW, policy=POLICY, clock=clock
+    )
+    runner.tick()
+    new_state = StateMessage(
+        online=True, ts=1.0, bundle=WireRef(name="m", version="2", digest=NEW, release=2)
+    )
+    old_state = StateMessage(
+        online=True, ts=1.0, bundle=WireRef(name="m", version="1", digest=OLD, release=1)
+    )
+    runner.on_state("d3", new_state)  # not sent the directive: no evidence about this rollout
+    runner.on_state("d0", old_state)  # still on the old bundle: no verdict yet
+    assert runner.controller.device_phases()["d0"].value == "sent"
+    runner.on_state("d0", new_state)
+    assert runner.controller.device_phases()["d0"].value == "committed"
+    assert runner.controller.device_phases()["d3"].value == "pending"
