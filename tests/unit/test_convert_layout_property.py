@@ -32,11 +32,18 @@ OPS = [
 
 
 @st.composite
-def chains(draw: st.DrawFn) -> tuple[list[Any], dict[str, np.ndarray], list[int]]:
-    shape = [1, 4, 6, 5]  # the 1x1 conv of the [1, 3, 6, 5] input
+def chains(
+    draw: st.DrawFn, *, image: bool = True
+) -> tuple[list[Any], dict[str, np.ndarray], list[int]]:
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
-    consts: dict[str, np.ndarray] = {"w": rng.normal(size=(4, 3, 1, 1)).astype(np.float32)}
-    nodes: list[Any] = [helper.make_node("Conv", ["x", "w"], ["v0"])]
+    consts: dict[str, np.ndarray] = {}
+    if image:
+        shape = [1, 4, 6, 5]  # the 1x1 conv of the [1, 3, 6, 5] input
+        consts["w"] = rng.normal(size=(4, 3, 1, 1)).astype(np.float32)
+        nodes: list[Any] = [helper.make_node("Conv", ["x", "w"], ["v0"])]
+    else:
+        shape = [2, 4, 5]  # a sequence input, kept in its own layout
+        nodes = [helper.make_node("Relu", ["x"], ["v0"])]
     current = "v0"
     for step in range(draw(st.integers(1, 5))):
         op = draw(st.sampled_from(OPS))
@@ -137,3 +144,13 @@ def test_random_chains_after_nhwc_conv_match_onnxruntime(
     nodes, consts, _ = chain
     model = make_model(nodes, {"x": [1, 3, 6, 5]}, ["y"], consts)
     check_model(model, {"x": [1, 3, 6, 5]})
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chains(image=False))
+def test_random_chains_on_a_sequence_input_match_onnxruntime(
+    chain: tuple[list[Any], dict[str, np.ndarray], list[int]],
+) -> None:
+    nodes, consts, _ = chain
+    model = make_model(nodes, {"x": [2, 4, 5]}, ["y"], consts)
+    check_model(model, {"x": [2, 4, 5]})
