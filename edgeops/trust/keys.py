@@ -12,23 +12,23 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edgeops.errors import ConfigError, SignatureError
-from edgeops.fsutil import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+# Verification needs only Ed25519PublicKey; the serialization module (and with it RSA, DSA,
+# SSH and cipher modules, about 3 MB of RSS) loads only where private keys are handled.
 
 #: The environment variable the CLI reads a key passphrase from.
 PASSPHRASE_ENV = "EDGEOPS_KEY_PASSPHRASE"
 
 KEYTYPE = "ed25519"
-_RAW = serialization.Encoding.Raw
-_RAW_PUB = serialization.PublicFormat.Raw
 
 
 def keyid_of(public_raw: bytes) -> str:
@@ -54,8 +54,12 @@ class SigningKey:
     """An Ed25519 private key with its public half and key id."""
 
     def __init__(self, private: Ed25519PrivateKey) -> None:
+        from cryptography.hazmat.primitives import serialization
+
         self._private = private
-        self.public_key: bytes = private.public_key().public_bytes(_RAW, _RAW_PUB)
+        self.public_key: bytes = private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
         """The raw 32-byte public key."""
         self.keyid: str = keyid_of(self.public_key)
         """Hex SHA-256 of :attr:`public_key`."""
@@ -66,6 +70,8 @@ class SigningKey:
     @classmethod
     def generate(cls) -> SigningKey:
         """A new random key."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         return cls(Ed25519PrivateKey.generate())
 
     def sign(self, data: bytes) -> bytes:
@@ -74,6 +80,8 @@ class SigningKey:
 
     def to_pem(self, passphrase: str | None = None) -> bytes:
         """PKCS#8 PEM, encrypted when ``passphrase`` is given."""
+        from cryptography.hazmat.primitives import serialization
+
         encryption: serialization.KeySerializationEncryption = (
             serialization.BestAvailableEncryption(passphrase.encode("utf-8"))
             if passphrase
@@ -85,6 +93,8 @@ class SigningKey:
 
     def save(self, path: Path, passphrase: str | None = None) -> None:
         """Write the key to ``path`` atomically with mode 0600."""
+        from edgeops.fsutil import atomic_write_bytes
+
         atomic_write_bytes(Path(path), self.to_pem(passphrase), mode=0o600)
 
     @classmethod
@@ -92,6 +102,9 @@ class SigningKey:
         cls, data: bytes, passphrase: str | None = None, *, source: str = "key"
     ) -> SigningKey:
         """Read a PEM private key; raises :class:`ConfigError` on a wrong passphrase or type."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         password = passphrase.encode("utf-8") if passphrase else None
         try:
             private = serialization.load_pem_private_key(data, password=password)
