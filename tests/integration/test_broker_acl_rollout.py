@@ -30,7 +30,7 @@ from edgeops.fleet.broker_config import BrokerFiles, enroll_device
 from edgeops.fleet.ca import issue_certificate
 from edgeops.fleet.fleetdir import MANAGER_COMMON_NAME, FleetDir
 from edgeops.fleet.ingest import Ingestor
-from edgeops.fleet.registry import open_registry
+from edgeops.fleet.registry import SqliteStore, open_registry
 from edgeops.fleet.rollout import RolloutPolicy, RolloutStatus
 from edgeops.fleet.rollout.runner import RolloutRunner, SignedDirectiveSink
 from edgeops.mqtt import MqttSettings, PahoLink
@@ -274,7 +274,7 @@ class Scenario:
             self.manager.unsubscribe(topic_filter)
         store.close()
 
-    def runner(self, *, resume: str | None = None) -> tuple[RolloutRunner, Ingestor, object]:
+    def runner(self, *, resume: str | None = None) -> tuple[RolloutRunner, Ingestor, SqliteStore]:
         assert self.manager is not None
         store = open_registry(self.root)
         keys = FleetDir.open(self.root).signing_keys("deploy")
@@ -396,7 +396,7 @@ def test_the_manager_restarts_mid_rollout_and_finishes_it(scenario):
     assert first.controller.current == 1
     # The manager process dies: its link and its in-memory runner are gone.
     scenario.manager.close()
-    store.close()  # type: ignore[attr-defined]
+    store.close()
     scenario.manager = tls_link(
         scenario.root,
         scenario.port,
