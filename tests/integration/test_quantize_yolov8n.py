@@ -70,9 +70,10 @@ def test_int8_size_and_detection_match(converted: dict[str, Any]) -> None:
     assert detection.match_rate is not None
     assert detection.match_rate >= 0.90
     (output,) = report.outputs
-    assert output.sqnr_db >= 25.0
-    assert detection.box_sqnr_db >= 25.0
-    assert detection.score_sqnr_db >= 6.0
+    # Measured: 35.8 dB, box 35.8 dB, scores 15.9 dB (benchmarks/convert_yolov8n.py).
+    assert output.sqnr_db >= 30.0
+    assert detection.box_sqnr_db >= 30.0
+    assert detection.score_sqnr_db >= 12.0
     assert report.to_dict()["size_ratio_vs_float_tflite"] <= 0.27
 
 
