@@ -218,7 +218,7 @@ def main() -> None:
     float_size = len(float_result.tflite)
     result: dict[str, Any] = {
         "model": "nudenet 320n.onnx (YOLOv8n, 1x3x320x320, 18 classes)",
-        "calibration": f"{CALIBRATION_COUNT} photos (auto ranges); held out: {len(split.evaluation)}",
+        "calibration": f"{CALIBRATION_COUNT} photos, auto ranges; {len(split.evaluation)} held out",
         "held_out_photos": [photos[i].name for i in split.evaluation_indices],
         "onnx_bytes": len(onnx_bytes),
         "float32_tflite_bytes": float_size,
