@@ -30,7 +30,7 @@ from edgeops.fleet.broker_config import BrokerFiles, enroll_device
 from edgeops.fleet.ca import issue_certificate
 from edgeops.fleet.fleetdir import MANAGER_COMMON_NAME, FleetDir
 from edgeops.fleet.ingest import Ingestor
-from edgeops.fleet.registry import SqliteStore, open_registry
+from edgeops.fleet.registry import SqlStore, open_registry
 from edgeops.fleet.rollout import RolloutPolicy, RolloutStatus
 from edgeops.fleet.rollout.runner import RolloutRunner, SignedDirectiveSink
 from edgeops.mqtt import MqttSettings, PahoLink
@@ -274,7 +274,7 @@ class Scenario:
             self.manager.unsubscribe(topic_filter)
         store.close()
 
-    def runner(self, *, resume: str | None = None) -> tuple[RolloutRunner, Ingestor, SqliteStore]:
+    def runner(self, *, resume: str | None = None) -> tuple[RolloutRunner, Ingestor, SqlStore]:
         assert self.manager is not None
         store = open_registry(self.root)
         keys = FleetDir.open(self.root).signing_keys("deploy")

@@ -132,3 +132,30 @@ def test_two_connections_share_directive_sequences_and_ingest(tmp_path):
     finally:
         a.close()
         b.close()
+
+
+def test_a_fleet_folder_can_point_its_registry_at_postgresql(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeops.cli import app
+    from edgeops.cli import commands as _commands  # noqa: F401 - registers the commands
+    from edgeops.fleet.registry.postgres import PostgresStore
+
+    probe = _postgres_store()  # skips when there is no server
+    schema = probe.schema
+    probe.close()
+    (tmp_path / "edgeops.toml").write_text(
+        f'[fleet]\nname = "demo"\n[registry]\nurl = "{POSTGRES_DSN}"\nschema = "{schema}"\n'
+    )
+    store = open_registry(tmp_path)
+    try:
+        assert isinstance(store, PostgresStore)
+        store.add_device("cam-1", group="lab", board="rpi5", now=1.0)
+        result = CliRunner().invoke(app, ["status", "--fleet", str(tmp_path), "--json"])
+        assert result.exit_code == 0, result.output
+        assert '"device_id": "cam-1"' in result.output
+        assert not (tmp_path / "registry.sqlite").exists()
+    finally:
+        assert isinstance(store, PostgresStore)
+        store.drop_schema()
+        store.close()

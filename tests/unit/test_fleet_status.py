@@ -12,6 +12,7 @@ from edgeops.cli import commands as _commands  # noqa: F401 - registers the comm
 from edgeops.fleet.registry import (
     BundleRecord,
     SqliteStore,
+    SqlStore,
     StateUpdate,
     TelemetryRow,
     open_registry,
@@ -28,7 +29,7 @@ from edgeops.fleet.status import ago, fleet_status, rollout_status, summary_line
 NEW = "a" * 64
 
 
-def seed(store: SqliteStore, now: float = 1000.0) -> None:
+def seed(store: SqlStore, now: float = 1000.0) -> None:
     store.add_bundle(BundleRecord(digest=NEW, name="mobilenet", version="2.1", release=3, size=10))
     for i in range(4):
         store.add_device(f"cam-{i}", group="lab" if i < 3 else "field", board="rpi4", now=1.0)
