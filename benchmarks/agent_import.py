@@ -15,6 +15,7 @@ import json
 import statistics
 import subprocess
 import sys
+from typing import Any
 
 HEAVY = ("onnx", "onnxruntime", "typer", "rich")
 
@@ -35,7 +36,7 @@ print(json.dumps({"import_s": elapsed, "rss_kb": rss_kb(), "rss_before_kb": befo
 """
 
 
-def run(module: str, runs: int) -> dict[str, object]:
+def run(module: str, runs: int) -> dict[str, Any]:
     samples = []
     for _ in range(runs):
         out = subprocess.run(
@@ -78,10 +79,7 @@ def main() -> None:
     modules = {}
     for module in ("edgeops.agent", "edgeops.trust", "edgeops.bundle"):
         figures = run(module, args.runs)
-        figures["rss_added_mb"] = round(
-            float(figures["rss_mb_median"]) - float(baseline["rss_mb_median"]),
-            1,  # type: ignore[arg-type]
-        )
+        figures["rss_added_mb"] = round(figures["rss_mb_median"] - baseline["rss_mb_median"], 1)
         figures["importtime_top"] = importtime_top(module)
         modules[module] = figures
     print(
