@@ -48,13 +48,13 @@ from pathlib import Path
 from typing import Any
 
 from edgeops.errors import ConfigError, StorageError
+from edgeops.fleet.fleetdir import MANAGER_COMMON_NAME
 from edgeops.fsutil import atomic_write_bytes
 from edgeops.trust.keys import env_passphrase
 
 DEFAULT_PORT = 8883
-# The CN ``edgeops fleet init`` gives the fleet manager's certificate
-# (edgeops.fleet.fleetdir.MANAGER_COMMON_NAME).
-DEFAULT_MANAGERS = ("edgeops-fleet-manager",)
+# The CN ``edgeops fleet init`` gives the fleet manager's certificate.
+DEFAULT_MANAGERS = (MANAGER_COMMON_NAME,)
 CRL_VALIDITY_DAYS = 365
 TOPIC_ROOT = "edgeops/v1"
 
