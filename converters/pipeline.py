@@ -300,21 +300,22 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
-def run_tflite(data: bytes, inputs: Mapping[str, npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
+def run_tflite(
+    data: bytes, inputs: Mapping[str, npt.NDArray[Any]], *, nhwc_inputs: bool = True
+) -> list[npt.NDArray[Any]]:
     """Run a float-I/O model converted here on ONNX-layout inputs; outputs in ONNX layout.
 
-    4-D inputs the converter turned NHWC are transposed on the way in (by comparing the
-    TFLite input shape with the given array's).
+    With ``nhwc_inputs`` (the converter's default), every 4-D float input is an image input
+    that the model takes NHWC, so it is transposed on the way in — by that rule, not by
+    comparing shapes, which cannot tell ``1×2×2×2`` NCHW from NHWC.
     """
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=data)
     interpreter.allocate_tensors()
-    details = interpreter.get_input_details()
-    for detail in details:
+    for detail in interpreter.get_input_details():
         array = np.asarray(inputs[detail["name"]])
-        want = tuple(int(d) for d in detail["shape"])
-        if array.shape != want and array.ndim == 4:
+        if nhwc_inputs and array.ndim == 4 and array.dtype.kind == "f":
             array = array.transpose(0, 2, 3, 1)
         interpreter.set_tensor(detail["index"], array.astype(detail["dtype"]))
     interpreter.invoke()

@@ -72,7 +72,10 @@ def _pool_geometry(
         expected = [1, *expected]
     produced = [(spatial[i] + sum(valid_pads[i]) - kernel[i]) // strides[i] + 1 for i in range(2)]
     if produced != expected:
-        ctx.unsupported(f"pooling geometry gives {produced}, ONNX expects {expected}")
+        ctx.unsupported(
+            f"a ceil_mode window starts past the input: ONNX shape inference gives "
+            f"{expected} outputs, onnxruntime and the converter {produced}"
+        )
     return kernel, strides, dilations, pads, valid_pads
 
 

@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 from convert_helpers import check_op
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 
 @pytest.mark.parametrize(
@@ -61,3 +63,54 @@ def test_global_pool(op: str, shape: list[int]) -> None:
 )
 def test_pool_1d(op: str, attrs: dict[str, Any]) -> None:
     check_op(op, {"x": [2, 4, 11]}, attrs=attrs)
+
+
+@st.composite
+def _pool_geometry(draw: st.DrawFn) -> tuple[list[int], dict[str, Any]]:
+    kernel = [draw(st.integers(1, 4)), draw(st.integers(1, 4))]
+    strides = [draw(st.integers(1, 3)), draw(st.integers(1, 3))]
+    # ONNX requires each pad to be smaller than the kernel along its axis.
+    pads = [draw(st.integers(0, k - 1)) for k in kernel] * 1
+    pads += [draw(st.integers(0, k - 1)) for k in kernel]
+    size = [draw(st.integers(k, k + 6)) for k in kernel]
+    ceil = draw(st.integers(0, 1))
+    for axis in range(2):
+        span = size[axis] + pads[axis] + pads[axis + 2] - kernel[axis]
+        out = (-(-span // strides[axis]) if ceil else span // strides[axis]) + 1
+        # ONNX shape inference keeps a ceil_mode window that starts past the input and
+        # its start padding; onnxruntime drops it. The converter refuses that case
+        # (test_ceil_mode_window_past_the_input_is_refused); generate the others.
+        assume((out - 1) * strides[axis] < size[axis] + pads[axis])
+    attrs: dict[str, Any] = {
+        "kernel_shape": kernel,
+        "strides": strides,
+        "pads": pads,
+        "ceil_mode": ceil,
+    }
+    return [1, 2, *size], attrs
+
+
+@settings(max_examples=80, deadline=None)
+@given(_pool_geometry(), st.sampled_from(["MaxPool", "AveragePool0", "AveragePool1"]))
+def test_pool_geometry_property(geometry: tuple[list[int], dict[str, Any]], op: str) -> None:
+    shape, attrs = geometry
+    if op.startswith("AveragePool"):
+        attrs = {**attrs, "count_include_pad": int(op[-1])}
+        op = "AveragePool"
+    check_op(op, {"x": shape}, attrs=attrs)
+
+
+def test_ceil_mode_window_past_the_input_is_refused() -> None:
+    from convert_helpers import make_model
+    from onnx import helper
+
+    from edgeops.converters.pipeline import convert_model
+    from edgeops.errors import UnsupportedOpError
+
+    # Size 2, kernel 1, stride 2, ceil_mode: ONNX infers 2 outputs, onnxruntime gives 1.
+    node = helper.make_node(
+        "MaxPool", ["x"], ["y"], kernel_shape=[1, 1], strides=[2, 1], ceil_mode=1
+    )
+    model = make_model([node], {"x": [1, 1, 2, 3]}, ["y"])
+    with pytest.raises(UnsupportedOpError, match="onnxruntime"):
+        convert_model(model)
