@@ -76,3 +76,40 @@ def test_options_are_validated() -> None:
         QuantizeOptions(percentile=30.0)
     with pytest.raises(ConfigError, match="io dtype"):
         QuantizeOptions(io_dtype="uint8")  # type: ignore[arg-type]
+
+
+def _identity_conv(size: int) -> Graph:
+    graph = Graph(inputs=["x"], outputs=["y"])
+    graph.add_tensor("x", (1, size, size, 1), np.float32)
+    graph.add_constant("w", np.ones((1, 1, 1, 1), np.float32))
+    graph.add_constant("b", np.zeros((1,), np.float32))
+    graph.add_tensor("c", (1, size, size, 1), np.float32)
+    graph.add_tensor("y", (1, 1, 1, 1), np.float32)
+    conv = {"padding": "VALID", "strideW": 1, "strideH": 1}
+    pool = {"padding": "VALID", "strideW": size, "strideH": size}
+    pool |= {"filterWidth": size, "filterHeight": size}
+    graph.operators += [
+        Operator("CONV_2D", ["x", "w", "b"], ["c"], conv),
+        Operator("MAX_POOL_2D", ["c"], ["y"], pool),
+    ]
+    return graph
+
+
+def test_auto_calibration_clips_a_heavy_tail_only_at_high_resolution() -> None:
+    from edgeops.converters.quantize import calibrate_ranges, high_resolution_tensors
+
+    graph = _identity_conv(64)
+    assert high_resolution_tensors(graph) == {"c"}  # not the input, not the 1x1 pooled value
+    rng = np.random.default_rng(0)
+    samples = [{"x": rng.uniform(0, 1, (1, 64, 64, 1)).astype(np.float32)} for _ in range(4)]
+    samples[0]["x"][0, 5, 5, 0] = 100.0  # one pixel's outlier
+    auto = calibrate_ranges(graph, samples, method="auto", progress=False)
+    minmax = calibrate_ranges(graph, samples, method="minmax", progress=False)
+    assert minmax["c"][1] == pytest.approx(100.0)
+    assert auto["c"][1] == pytest.approx(1.0, abs=0.01)  # clipped at the 99.9th percentile
+    assert auto["y"][1] == pytest.approx(100.0)  # low resolution: min/max, never clipped
+    # Without a heavy tail, auto keeps the full range.
+    plain = [{"x": rng.uniform(0, 1, (1, 64, 64, 1)).astype(np.float32)} for _ in range(4)]
+    kept = calibrate_ranges(graph, plain, method="auto", progress=False)
+    full = calibrate_ranges(graph, plain, method="minmax", progress=False)
+    assert kept["c"] == full["c"]
