@@ -254,7 +254,7 @@ class Root:
                     keyid, _str(_get(entry, "public", "root key"), "public")
                 )
             except VerificationError as exc:
-                raise VerificationError(f"root.keys: {exc}") from exc
+                raise type(exc)(f"root.keys: {exc}") from exc
         roles_obj = _obj(_get(signed, "roles", "root"), "root.roles")
         roles: dict[str, RoleKeys] = {}
         for role in ROLES:
