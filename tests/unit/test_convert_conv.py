@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 from convert_helpers import check_op
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgeops.converters.op_versions import operator_version
 
@@ -123,3 +125,44 @@ def test_batchnorm_folds_into_conv_transpose() -> None:
     model = make_model(nodes, {"x": [1, 3, 4, 4]}, ["y"], {"w": _w(3, 5, 3, 3), **stats})
     comparison = check_model(model, {"x": [1, 3, 4, 4]})
     assert comparison.count("MUL") == 0
+
+
+@st.composite
+def _conv_geometry(draw: st.DrawFn) -> tuple[list[int], dict[str, Any], np.ndarray]:
+    group = draw(st.sampled_from([1, 2, 4]))
+    in_channels = 4
+    out_channels = group * draw(st.integers(1, 3))
+    kernel = [draw(st.integers(1, 4)), draw(st.integers(1, 4))]
+    dilations = [draw(st.integers(1, 2)), draw(st.integers(1, 2))]
+    strides = [draw(st.integers(1, 3)), draw(st.integers(1, 3))]
+    pads = [draw(st.integers(0, 2)) for _ in range(4)]
+    size = [
+        draw(st.integers((k - 1) * d + 1, (k - 1) * d + 7))
+        for k, d in zip(kernel, dilations, strict=True)
+    ]
+    weight = (
+        np.random.default_rng(draw(st.integers(0, 999)))
+        .normal(size=(out_channels, in_channels // group, *kernel))
+        .astype(np.float32)
+    )
+    attrs: dict[str, Any] = {
+        "group": group,
+        "dilations": dilations,
+        "strides": strides,
+        "pads": pads,
+    }
+    if draw(st.booleans()):
+        # onnxruntime refuses dilation with SAME_*; auto_pad cases run undilated.
+        attrs = {
+            "group": group,
+            "strides": strides,
+            "auto_pad": draw(st.sampled_from(["SAME_UPPER", "SAME_LOWER", "VALID"])),
+        }
+    return [1, in_channels, *size], attrs, weight
+
+
+@settings(max_examples=60, deadline=None)
+@given(_conv_geometry())
+def test_conv_geometry_property(geometry: tuple[list[int], dict[str, Any], np.ndarray]) -> None:
+    shape, attrs, weight = geometry
+    check_op("Conv", {"x": shape}, attrs=attrs, constants={"w": weight})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from convert_helpers import check_model, make_model
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import helper
 
 from edgeops.converters.pipeline import convert_model
@@ -88,3 +90,34 @@ def test_resize_without_tflite_equivalent_is_refused() -> None:
     model = _resize("asymmetric", "nearest", "ceil", None, [1, 1, 3, 3])
     with pytest.raises(UnsupportedOpError, match="Resize"):
         convert_model(model)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.sampled_from(["nearest", "linear"]),
+    st.sampled_from(
+        ["asymmetric", "align_corners", "half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn"]
+    ),
+    st.sampled_from(["floor", "ceil", "round_prefer_floor", "round_prefer_ceil"]),
+    st.integers(1, 6),
+    st.integers(1, 6),
+    st.integers(1, 13),
+    st.integers(1, 13),
+)
+def test_resize_property_converts_exactly_or_refuses(
+    mode: str, coord: str, nearest: str, in_h: int, in_w: int, out_h: int, out_w: int
+) -> None:
+    # Either the converted model samples exactly what onnxruntime samples, or the
+    # conversion stops naming Resize: never a silently different resize.
+    if mode == "linear" and coord == "tf_half_pixel_for_nn":
+        return  # defined for nearest only
+    model = _resize(coord, mode, nearest, [1, 2, out_h, out_w], None, in_shape=(1, 2, in_h, in_w))
+    refusal = ""
+    try:
+        convert_model(model)
+    except UnsupportedOpError as exc:
+        refusal = str(exc)
+    if refusal:
+        assert "unsupported op Resize" in refusal
+        return
+    check_model(model, {"x": [1, 2, in_h, in_w]})
