@@ -11,6 +11,7 @@ import dataclasses
 import io
 import json
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -303,4 +304,41 @@ def test_a_replayed_directive_and_an_older_release_are_rejected(rig, bundles, tm
         assert "expected release counter > 2, got 1" in failed.reason
         assert agent.infer({"x": X})["y"].tolist() == [[11.0] * 4]
     finally:
+        agent.stop()
+
+
+def test_continuous_inference_sees_no_failure_during_an_update_and_a_rollback(
+    rig, bundles, tmp_path
+):
+    import threading
+
+    agent = start_agent(rig, tmp_path)
+    results: list[float] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                results.append(float(agent.infer({"x": X})["y"][0, 0]))
+            except Exception as exc:  # any failure at all is what this test counts
+                failures.append(repr(exc))
+
+    try:
+        install(rig, bundles, agent, bundles.build(1, 1.0))
+        thread = threading.Thread(target=client, daemon=True)
+        thread.start()
+        install(rig, bundles, agent, bundles.build(2, 10.0))  # update under load
+        bad = bundles.push("dev-1", bundles.build(3, 20.0), window_s=30.0, max_p95_latency_ms=1e-6)
+        wait_for(lambda: result_for(rig, "dev-1", bad, "rolled_back"), what="rolled back")
+        time.sleep(0.2)
+        stop.set()
+        thread.join(5)
+        assert failures == []
+        # Every answer came from one of the three models, and the load saw all of them.
+        assert set(results) <= {2.0, 11.0, 21.0}
+        assert {2.0, 11.0, 21.0} <= set(results)
+        assert results[-1] == 11.0
+    finally:
+        stop.set()
         agent.stop()

@@ -1,0 +1,217 @@
+"""Footprint of a running agent: RSS and idle CPU of the ``edgeops-agent`` process.
+
+Prints one JSON object. The agent runs as its own process (``python -m
+edgeops.agent.daemon --config agent.toml``) connected to a local Mosquitto, with the
+inference API up, after it installed and committed a signed bundle through the normal update
+path; then it is left idle and measured from ``/proc/<pid>``: RSS (VmRSS, and VmHWM, the
+peak) and CPU time over ``--idle-s`` seconds (100 % = one core).
+
+The model is YOLOv8n int8 converted by ``edgeops.converters`` (cached in the edgeops cache),
+or ``--model FILE.tflite``; ``--tiny`` uses a one-op model to show the agent's own share.
+
+Targets (issue 4): RSS ≤ 64 MB with YOLOv8n int8 loaded; idle CPU ≤ 1 %.
+
+    python benchmarks/agent_rss.py [--idle-s 10] [--model FILE | --tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from edgeops.broker import MosquittoBroker
+from edgeops.bundle import create_bundle
+from edgeops.mqtt import MqttSettings, PahoLink, publish_bundle
+from edgeops.protocol import device_directive_topic
+from edgeops.trust import BundleRef, RolloutPolicy
+from edgeops.trust.testing import MemoryFleet
+
+FLEET = "bench"
+DEVICE = "bench-rss"
+YOLO_SHAPE = (1, 3, 320, 320)
+
+
+def yolov8n_int8() -> Path:
+    """YOLOv8n converted to full int8 by our converter, cached across runs."""
+    from edgeops import assets
+
+    cached = assets.cache_dir() / "benchmarks" / "yolov8n_int8.tflite"
+    if cached.exists():
+        return cached
+    from edgeops.converters.pipeline import ConvertOptions, convert
+
+    photos = assets.photos()
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    options = ConvertOptions(
+        quantize="int8",
+        input_shapes={"images": YOLO_SHAPE},
+        calibration=photos[0].parent,
+        preset="yolov8",
+        calibration_count=16,
+    )
+    convert(assets.yolov8n_onnx(), cached, options)
+    return cached
+
+
+def tiny_model(folder: Path) -> Path:
+    from edgeops.agent.runtimes.testing import tflite_add_model
+
+    path = folder / "add.tflite"
+    path.write_bytes(tflite_add_model())
+    return path
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    values: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) * 1024
+    return values
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--idle-s", type=float, default=10.0)
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument("--model", type=Path)
+    choice.add_argument("--tiny", action="store_true")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="edgeops-bench-rss-"))
+    if args.model:
+        model, label = args.model, args.model.name
+    elif args.tiny:
+        model, label = tiny_model(work), "tiny add model"
+    else:
+        model, label = yolov8n_int8(), "YOLOv8n int8 (edgeops.converters)"
+
+    fleet = MemoryFleet(FLEET)
+    state_dir = work / "state"
+    state_dir.mkdir()
+    (state_dir / "root.json").write_bytes(fleet.root_bytes)
+    bundle = work / "model.bundle"
+    create_bundle(
+        model,
+        name="model",
+        version="1",
+        release=1,
+        signing_keys=fleet.keys["release"],
+        output=bundle,
+    )
+
+    with MosquittoBroker(workdir=work / "broker") as broker:
+        (state_dir / "agent.toml").write_text(
+            "\n".join(
+                [
+                    "[device]",
+                    f'id = "{DEVICE}"',
+                    f'fleet = "{FLEET}"',
+                    'board = "auto"',
+                    "[broker]",
+                    f'url = "mqtt://{broker.host}:{broker.port}"',
+                    "[agent]",
+                    "telemetry_interval_s = 30",
+                    "[api]",
+                    "port = 0",
+                    "[update]",
+                    "trial_window_s = 0.5",
+                    "",
+                ]
+            )
+        )
+        log = (work / "agent.log").open("wb")
+        agent = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "edgeops.agent.daemon",
+                "--config",
+                str(state_dir / "agent.toml"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            manager = PahoLink(
+                MqttSettings(host=broker.host, port=broker.port, client_id="manager")
+            )
+            manager.connect(timeout=10)
+            meta = publish_bundle(manager, FLEET, bundle)
+            directive = fleet.directive(
+                device=DEVICE,
+                sequence=1,
+                bundle=BundleRef(
+                    sha256=meta.digest, size=meta.total_size, name="model", version="1", release=1
+                ),
+                rollout=RolloutPolicy(trial_window_s=0.5),
+            )
+            manager.publish(
+                device_directive_topic(FLEET, DEVICE), fleet.sign(directive), retain=True
+            ).wait(5)
+            deadline = time.monotonic() + 120
+            while True:
+                state = (
+                    json.loads((state_dir / "state.json").read_bytes() or b"{}")
+                    if (state_dir / "state.json").exists()
+                    else {}
+                )
+                if (state.get("committed") or {}).get("digest") == meta.digest:
+                    break
+                if time.monotonic() > deadline or agent.poll() is not None:
+                    raise SystemExit(
+                        f"bundle not committed; log:\n{(work / 'agent.log').read_text()}"
+                    )
+                time.sleep(0.1)
+            manager.close()
+            time.sleep(2.0)  # let start-up work (loading, first sample) settle
+            cpu_start, wall_start = cpu_seconds(agent.pid), time.monotonic()
+            time.sleep(args.idle_s)
+            cpu_end, wall_end = cpu_seconds(agent.pid), time.monotonic()
+            memory = proc_status(agent.pid)
+        finally:
+            agent.send_signal(signal.SIGTERM)
+            try:
+                agent.wait(20)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+            log.close()
+
+    rss_mb = memory["VmRSS"] / 2**20
+    cpu_percent = 100.0 * (cpu_end - cpu_start) / (wall_end - wall_start)
+    print(
+        json.dumps(
+            {
+                "benchmark": "agent_rss",
+                "model": label,
+                "model_bytes": model.stat().st_size,
+                "rss_mb": round(rss_mb, 1),
+                "peak_rss_mb": round(memory["VmHWM"] / 2**20, 1),
+                "idle_cpu_percent": round(cpu_percent, 3),
+                "idle_s": args.idle_s,
+                "rss_target_mb": 64,
+                "cpu_target_percent": 1.0,
+                "rss_within_target": rss_mb <= 64,
+                "cpu_within_target": cpu_percent <= 1.0,
+                "clean_exit": agent.returncode == 0,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
