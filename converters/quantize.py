@@ -533,8 +533,6 @@ class _Int8Builder:
         self.version: dict[tuple[str, str], str] = {}
         # source tensor name -> the new-graph tensor its producer writes (not a copy)
         self.home: dict[str, str] = {}
-        # outputs of mixed-range concatenations: never squeezed into one int8 scale
-        self.float_only: set[str] = set()
         self.consumers: dict[str, list[Operator]] = {}
         for op in graph.operators:
             for name in op.inputs:
@@ -593,7 +591,6 @@ class _Int8Builder:
                 )
             elif self._read_only_in_float(op.outputs[0], domains):
                 domains[index] = "float"
-                self.float_only.add(op.outputs[0])
                 self.result.float_concats.append(op.source or op.outputs[0])
         return domains
 
@@ -859,16 +856,7 @@ class _Int8Builder:
                 continue
             have = self.version.get((name, wanted))
             if have is None:
-                if wanted == "int8" and name in self.float_only:
-                    # A float-only result (a mixed-range concatenation): keep it float
-                    # rather than squeeze it into one int8 scale.
-                    self.result.notes.append(
-                        f"output {name!r} stays float32: its values mix ranges that one int8 "
-                        "scale cannot hold"
-                    )
-                    have = self.version[(name, "float")]
-                else:
-                    have = self.read(name, wanted)
+                have = self.read(name, wanted)
             if have != name:
                 # The graph output keeps its name: rename the tensor that holds it.
                 self._rename(have, name)
