@@ -665,6 +665,7 @@ class Agent:
                 return None
             case LoadCommitted():
                 self._load_committed(action.bundle)
+                release_free_memory()
                 return None
             case Fetch():
                 return self._fetch(action)
@@ -679,6 +680,7 @@ class Agent:
             case Commit():
                 self._retire_kept()
                 self.store.prune(set(action.keep))
+                release_free_memory()
                 return None
             case Discard():
                 self._discard(action.digest)
@@ -1058,6 +1060,27 @@ class Agent:
         """Take a telemetry sample and send what is pending (tests, the simulator)."""
         self._sample_telemetry()
         self._flush_telemetry()
+
+
+def release_free_memory() -> None:
+    """Give freed heap pages back to the kernel (glibc ``malloc_trim``).
+
+    Verifying, unpacking and health-checking a bundle allocates and frees tens of MB (test
+    vectors, the old model's arenas); glibc keeps that heap mapped, so without a trim the
+    resident size of an idle agent keeps the high-water mark of its last update. A no-op
+    where the C library has no ``malloc_trim`` (musl, macOS).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 def _sigkill_self() -> None:
