@@ -77,6 +77,45 @@ def _print_status(status: Any) -> None:
         typer.echo(typer.style(text, dim=True) if styled and not device.online else text)
 
 
+@app.command("watch")
+def watch_command(
+    *,
+    fleet: Annotated[
+        Path, typer.Option("--fleet", envvar="EDGEOPS_FLEET", help=FLEET_OPTION_HELP)
+    ] = Path("."),
+    group: Annotated[str | None, typer.Option("--group", "-g", help="Only this group.")] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.", min=0.2)] = 2.0,
+    count: Annotated[int, typer.Option(help="Stop after this many refreshes (0: never).")] = 0,
+) -> None:
+    """``edgeops status``, refreshed until interrupted, with the active rollouts below."""
+    import sys
+    import time
+
+    from edgeops.fleet.status import fleet_status, list_rollouts
+
+    refreshes = 0
+    while True:
+        store = open_fleet_registry(fleet)
+        try:
+            status = fleet_status(store, group=group)
+            rollouts = list_rollouts(store, active_only=True)
+        finally:
+            store.close()
+        if sys.stdout.isatty():
+            typer.echo("\x1b[2J\x1b[H", nl=False)  # clear the screen, cursor home
+        typer.echo(time.strftime("%H:%M:%S") + f"  every {interval:g}s, Ctrl-C to stop")
+        _print_status(status)
+        for view in rollouts:
+            waves = ", ".join(
+                f"{'canary' if w['canary'] else w['index']}: {w['stage']}" for w in view.waves
+            )
+            typer.echo(f"rollout {view.rollout_id} ({view.group}) {view.status} · {waves}")
+        refreshes += 1
+        if count and refreshes >= count:
+            return
+        time.sleep(interval)
+
+
 # ``edgeops device revoke`` lives here until the device command group (enroll, show) exists;
 # it then moves there unchanged.
 device_app = typer.Typer(name="device", help="Enrolled devices.", no_args_is_help=True)

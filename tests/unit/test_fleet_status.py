@@ -201,3 +201,12 @@ def test_device_show_prints_update_history_with_reasons_and_recent_health(fleet_
     assert data["health"][0]["p95_ms"] == 11.0
     missing = runner.invoke(app, ["device", "show", "nope", "--fleet", str(fleet_dir)])
     assert missing.exit_code != 0
+
+
+def test_watch_refreshes_status_and_shows_active_rollouts(fleet_dir):
+    result = CliRunner().invoke(
+        app, ["watch", "--fleet", str(fleet_dir), "--count", "2", "--interval", "0.2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.count("4 devices · 3 online") == 2
+    assert result.output.count("rollout r-1 (lab) running · canary: installing") == 2
