@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +83,7 @@ def main() -> None:
         agent.start()
         sequence = 0
 
-        def push(release: int, constant: float, **policy: float) -> str:
+        def push(release: int, constant: float, **policy: Any) -> str:
             nonlocal sequence
             model = work / f"add{constant}.tflite"
             model.write_bytes(tflite_add_model(constant=constant))

@@ -150,7 +150,7 @@ def bundles(rig, tmp_path):
 def start_agent(rig: FleetRig, tmp_path: Path, device_id: str = "dev-1", **changes: Any) -> Agent:
     archive = rig.enroll(device_id, tmp_path)
     config = AgentConfig.load(install_bootstrap(archive, tmp_path / device_id))
-    settings = {"api_port": 0, "telemetry_interval_s": 3600.0, "min_requests": 5}
+    settings: dict[str, Any] = {"api_port": 0, "telemetry_interval_s": 3600.0, "min_requests": 5}
     settings.update(changes)
     agent = Agent(dataclasses.replace(config, **settings))
     agent.start()
