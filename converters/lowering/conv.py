@@ -89,7 +89,14 @@ def lower_conv(ctx: Lowering, node: Node) -> None:
     if one_d:
         pads = [(0, 0), *pads]
     x, padding = choose_padding(
-        ctx, x, spatial=spatial, kernel=kernel, strides=strides, dilations=dilations, pads=pads
+        ctx,
+        x,
+        spatial=spatial,
+        kernel=kernel,
+        strides=strides,
+        dilations=dilations,
+        pads=pads,
+        convolution=True,
     )
     options: dict[str, Any] = {
         "padding": padding,

@@ -26,6 +26,12 @@ def same_pads(in_size: int, kernel: int, stride: int, dilation: int) -> tuple[in
     return total // 2, total - total // 2
 
 
+def _same_total(in_size: int, kernel: int, stride: int, dilation: int) -> int:
+    """The SAME padding total before TFLite clamps it at 0 (may be negative)."""
+    out = math.ceil(in_size / stride)
+    return (out - 1) * stride + (kernel - 1) * dilation + 1 - in_size
+
+
 def onnx_pads(
     ctx: Lowering,
     node: Node,
@@ -84,11 +90,24 @@ def choose_padding(
     pads: Sequence[tuple[int, int]],
     pad_value: float = 0.0,
     same_allowed: bool = True,
+    convolution: bool = False,
 ) -> tuple[str, str]:
-    """Return ``(input tensor, "SAME" | "VALID")`` realising ``pads`` exactly."""
+    """Return ``(input tensor, "SAME" | "VALID")`` realising ``pads`` exactly.
+
+    ``convolution``: tflite-runtime 2.14's XNNPACK delegate computes CONV_2D and
+    DEPTHWISE_CONV_2D wrongly under SAME when an axis's unclamped SAME total,
+    ``(ceil(in / s) − 1) · s + k_eff − in``, is negative (a stride larger than the kernel;
+    measured: 52 of 480 geometries off by up to 60 %, LiteRT and the reference kernels
+    right). Such convolutions get an explicit PAD and VALID, which give the same result.
+    """
     if all(b == 0 and a == 0 for b, a in pads):
         return tensor, "VALID"
     same = [same_pads(spatial[i], kernel[i], strides[i], dilations[i]) for i in range(len(spatial))]
+    if convolution and any(
+        _same_total(spatial[i], kernel[i], strides[i], dilations[i]) < 0
+        for i in range(len(spatial))
+    ):
+        same_allowed = False
     if same_allowed and [tuple(p) for p in pads] == same:
         return tensor, "SAME"
     if any(b < 0 or a < 0 for b, a in pads):

@@ -166,3 +166,17 @@ def _conv_geometry(draw: st.DrawFn) -> tuple[list[int], dict[str, Any], np.ndarr
 def test_conv_geometry_property(geometry: tuple[list[int], dict[str, Any], np.ndarray]) -> None:
     shape, attrs, weight = geometry
     check_op("Conv", {"x": shape}, attrs=attrs, constants={"w": weight})
+
+
+def test_same_with_a_stride_longer_than_the_kernel_is_written_pad_valid() -> None:
+    # kernel 1x2, stride 2x1 on 6x5: ONNX pads equal TFLite SAME, but the H axis's SAME
+    # total is negative, which tflite-runtime 2.14's XNNPACK gets wrong: PAD + VALID.
+    comparison = check_op(
+        "Conv",
+        {"x": [1, 4, 6, 5]},
+        attrs={"strides": [2, 1], "pads": [0, 0, 0, 1]},
+        constants={"w": _w(4, 4, 1, 2)},
+    )
+    conv = next(op for op in comparison.result.graph.operators if op.opcode == "CONV_2D")
+    assert conv.options["padding"] == "VALID"
+    assert comparison.count("PAD") == 1
