@@ -196,7 +196,11 @@ def _read_report(report: Path | Mapping[str, Any] | None) -> tuple[Lineage, dict
     if not isinstance(data, dict):
         raise ConfigError("a conversion report must be a JSON object")
     # The manifest keeps the report's key figures, not its whole per-op detail.
-    figures = data.get("key_figures", data)
+    # ``edgeops convert --report`` nests the validation report (and its key figures) under
+    # "validation"; a bare ConversionReport.to_dict() has them at the top.
+    validation = data.get("validation")
+    nested = validation.get("key_figures") if isinstance(validation, dict) else None
+    figures = data.get("key_figures", nested if nested is not None else data)
     if len(json.dumps(figures, default=str)) > MAX_REPORT_BYTES:
         raise ConfigError(f"report key figures exceed {MAX_REPORT_BYTES} bytes")
     try:
