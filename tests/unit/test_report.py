@@ -66,3 +66,25 @@ def test_report_json_is_strict_and_says_when_inputs_were_random() -> None:
     assert data["detection"]["by_threshold"][0]["match_rate"] == 0.75
     assert data["key_figures"]["detection_match_rate"] == 0.75
     assert data["key_figures"]["litert_latency_ms_1_thread"] == 2.0
+
+
+def test_bundle_create_reads_the_key_figures_of_a_convert_report(tmp_path) -> None:
+    from edgeops.bundle.create import _read_report
+
+    report = ConversionReport(
+        mode="int8",
+        source_size=1000,
+        output_size=250,
+        float_tflite_size=1000,
+        op_histogram={"CONV_2D": 2},
+        evaluation="held-out samples (7), none used for calibration",
+        evaluated_samples=7,
+        calibration_samples=16,
+        outputs=(OutputMetrics("y", (1, 4), 35.0, 0.999, 0.1, 2.0),),
+    )
+    path = tmp_path / "report.json"
+    # The shape edgeops convert --report writes: the summary, validation nested inside.
+    path.write_text(json.dumps({"model": "m.onnx", "validation": report.to_dict()}))
+    lineage, _ = _read_report(path)
+    assert lineage.report == report.key_figures()
+    assert lineage.report["min_sqnr_db"] == 35.0
