@@ -71,6 +71,15 @@ class ConvertOptions:
             raise ConfigError(f"expected --io-dtype float32 or int8, got {self.io_dtype!r}")
         if self.io_dtype == "int8" and self.quantize != "int8":
             raise ConfigError("--io-dtype int8 needs --quantize int8")
+        if self.calibration_method not in ("auto", "minmax", "percentile"):
+            raise ConfigError(
+                "expected --calibration-method auto, minmax or percentile, got "
+                f"{self.calibration_method!r}"
+            )
+        if self.calibration_count is not None and self.calibration_count < 1:
+            raise ConfigError(
+                f"expected --calibration-count of at least 1, got {self.calibration_count}"
+            )
 
 
 @dataclass

@@ -38,6 +38,13 @@ def convert_command(
     io_dtype: Annotated[
         str, typer.Option(help="Model input/output type for int8: float32 | int8.")
     ] = "float32",
+    calibration_method: Annotated[
+        str, typer.Option(help="int8 activation ranges: auto | minmax | percentile.")
+    ] = "auto",
+    calibration_count: Annotated[
+        int | None,
+        typer.Option(help="How many samples int8 calibrates on (the rest are held out)."),
+    ] = None,
     report: Annotated[
         Path | None, typer.Option(help="Write the validation report as JSON here.")
     ] = None,
@@ -54,6 +61,8 @@ def convert_command(
         calibration=calibration,
         preset=preset,
         io_dtype=io_dtype,  # type: ignore[arg-type]
+        calibration_method=calibration_method,  # type: ignore[arg-type]
+        calibration_count=calibration_count,
         progress=not as_json,
     )
     result = convert(model, output, options)

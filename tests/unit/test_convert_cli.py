@@ -115,3 +115,36 @@ def test_convert_unsupported_op_exit_1(
     assert code == 1
     assert "unsupported op Hardmax" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_convert_rejects_bad_calibration_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.tflite"
+    code = _run(
+        monkeypatch,
+        "convert",
+        str(_model(tmp_path)),
+        "-o",
+        str(out),
+        "--input-shape",
+        "x=1,3,8,8",
+        "--calibration-method",
+        "median",
+    )
+    assert code == 1
+    assert "--calibration-method" in capsys.readouterr().err
+    code = _run(
+        monkeypatch,
+        "convert",
+        str(_model(tmp_path)),
+        "-o",
+        str(out),
+        "--input-shape",
+        "x=1,3,8,8",
+        "--calibration-count",
+        "0",
+    )
+    assert code == 1
+    assert "--calibration-count" in capsys.readouterr().err
+    assert not out.exists()
