@@ -35,7 +35,8 @@ Contract (stable; a change is recorded in the "Changes" list at the end of this 
   :meth:`Graph.remove_unused`, :meth:`Graph.validate`.
 
 TFLite input conventions used by lowering (the quantizer relies on them):
-CONV_2D ``[input NHWC, filter OHWI, bias (O,)]``; DEPTHWISE_CONV_2D
+CONV_2D ``[input NHWC, filter OHWI, bias (O,)]`` (a grouped convolution is one CONV_2D whose
+filter depth I is the input depth divided by the group count); DEPTHWISE_CONV_2D
 ``[input, filter 1HW(I*M), bias]`` with ``depthMultiplier`` in the options;
 TRANSPOSE_CONV ``[output_shape int32, filter OHWI, input, bias or None]``;
 FULLY_CONNECTED ``[input, weights (out, in), bias or None]`` with ``keepNumDims``.
@@ -44,6 +45,9 @@ stores weights as float16 constants that feed a DEQUANTIZE operator.
 
 Changes:
 
+* Grouped convolutions are one grouped CONV_2D (filter depth = input depth / groups,
+  version 6) instead of SPLIT + CONV_2D + CONCATENATION; checked float and int8 in LiteRT
+  and tflite-runtime 2.14. Per-channel quantization along filter dimension 0 is unchanged.
 * Writer rule (``op_versions``), not a change to these classes: a FULLY_CONNECTED with a
   float32 input and per-channel int8 weights (``dynamic`` mode) is version 12, above the
   11 that tflite-runtime 2.14 reads, so the writer refuses it. Its 2.14 kernel reads only
