@@ -415,6 +415,12 @@ class Agent:
             self._board = detect_board() if name == "auto" else get_profile(name)
         return self._board
 
+    @property
+    def download_progress(self) -> tuple[int, int] | None:
+        """``(chunks received, chunk count)`` of the bundle being fetched, else None."""
+        fetcher = self._fetcher
+        return None if fetcher is None else fetcher.progress()
+
     def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Run the serving model in-process (the embedded-app API)."""
         return self.holder.infer(inputs)

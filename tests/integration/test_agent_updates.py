@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import tarfile
 import time
 from pathlib import Path
@@ -341,4 +342,83 @@ def test_continuous_inference_sees_no_failure_during_an_update_and_a_rollback(
         assert results[-1] == 11.0
     finally:
         stop.set()
+        agent.stop()
+
+
+def test_a_rollback_directive_returns_to_the_previous_bundle(rig, bundles, tmp_path):
+    agent = start_agent(rig, tmp_path)
+    try:
+        first = install(rig, bundles, agent, bundles.build(1, 1.0))
+        install(rig, bundles, agent, bundles.build(2, 10.0))
+        # The fleet aborts its rollout: a signed rollback naming the previous bundle.
+        payload = rig.directive(
+            "dev-1",
+            action="rollback",
+            bundle=BundleRef(sha256=first, size=1, name="adder", version="1.0", release=1),
+        )
+        rig.publish_directive("dev-1", payload)
+        event = wait_event(rig, "dev-1", "rolled_back")
+        assert event.bundle_digest == first
+        assert agent.infer({"x": X})["y"].tolist() == [[2.0] * 4]
+        state = agent.state
+        assert state.committed is not None
+        assert state.committed.digest == first
+    finally:
+        agent.stop()
+
+
+def test_a_broker_restart_mid_download_resumes_and_completes(rig, bundles, tmp_path):
+    from edgeops.protocol import bundle_chunk_topic, split_chunks
+
+    agent = start_agent(rig, tmp_path)
+    try:
+        model = tmp_path / "big.tflite"
+        model.write_bytes(tflite_add_model(constant=3.0))
+        big = tmp_path / "big.bundle"
+        padding = tmp_path / "labels.txt"
+        padding.write_bytes(os.urandom(1024 * 1024))
+        create_bundle(
+            model,
+            name="adder",
+            version="1.0",
+            release=1,
+            signing_keys=[bundles.key],
+            output=big,
+            test_inputs=bundles.inputs,
+            extra_files={"labels.txt": padding},
+        )
+        assert rig.link is not None
+        chunk_size = 16 * 1024
+        meta = publish_bundle(rig.link, FLEET, big, chunk_size=chunk_size)
+        _, chunks = split_chunks(big, chunk_size)
+        second_half = list(enumerate(chunks))[meta.chunk_count // 2 :]
+        # The second half is not on the broker yet: the fetch must stop half way.
+        for index, _chunk in second_half:
+            rig.link.publish(
+                bundle_chunk_topic(FLEET, meta.digest, index), b"", qos=1, retain=True
+            ).wait(5)
+        payload = rig.directive(
+            "dev-1",
+            bundle=BundleRef(
+                sha256=meta.digest, size=meta.total_size, name="adder", version="1", release=1
+            ),
+            rollout=RolloutPolicy(trial_window_s=0.2),
+        )
+        rig.publish_directive("dev-1", payload)
+        half = (meta.chunk_count // 2, meta.chunk_count)
+        wait_for(lambda: agent.download_progress == half, what="first half fetched")
+        rig.stop()
+        time.sleep(0.5)
+        rig.start()  # retained chunks persist (the fleet's broker config enables persistence)
+        assert rig.link is not None
+        for index, chunk in second_half:
+            rig.link.publish(
+                bundle_chunk_topic(FLEET, meta.digest, index), chunk, qos=1, retain=True
+            ).wait(5)
+        wait_for(
+            lambda: result_for(rig, "dev-1", meta.digest, "committed"), timeout=60, what="commit"
+        )
+        assert agent.infer({"x": X})["y"].tolist() == [[4.0] * 4]
+        assert agent.phase is Phase.COMMITTED
+    finally:
         agent.stop()
