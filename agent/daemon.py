@@ -421,6 +421,11 @@ class Agent:
         fetcher = self._fetcher
         return None if fetcher is None else fetcher.progress()
 
+    @property
+    def telemetry_pending(self) -> int:
+        """Telemetry entries on disk that the broker has not acknowledged yet."""
+        return 0 if self._telemetry is None else len(self._telemetry)
+
     def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Run the serving model in-process (the embedded-app API)."""
         return self.holder.infer(inputs)
