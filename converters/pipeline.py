@@ -93,6 +93,8 @@ class ConversionResult:
     float_graph: Graph | None = None
     onnx_graph: OnnxGraph | None = None
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: Inputs the TFLite model takes NHWC (transpose ONNX-layout data ``(0, 2, 3, 1)``).
+    nhwc_inputs: list[str] = field(default_factory=list)
     holdout: list[Sample] = field(default_factory=list)
     calibration_count: int = 0
     quantize_result: Any = None
@@ -196,6 +198,13 @@ def convert_model(
         float_graph=float_graph,
         onnx_graph=onnx_graph,
         input_shapes={k: tuple(v) for k, v in input_shapes.items()},
+        nhwc_inputs=[
+            name
+            for name in onnx_graph.inputs
+            if options.nhwc_inputs
+            and len(input_shapes[name]) == 4
+            and onnx_graph.dtypes.get(name, np.dtype(np.float32)).kind == "f"
+        ],
         holdout=holdout,
         calibration_count=len(calibration),
         quantize_result=quantize_result,

@@ -45,6 +45,13 @@ def convert_command(
         int | None,
         typer.Option(help="How many samples int8 calibrates on (the rest are held out)."),
     ] = None,
+    keep_input_layout: Annotated[
+        bool,
+        typer.Option(
+            "--keep-input-layout",
+            help="Keep 4-D inputs in the ONNX layout (default: image inputs become NHWC).",
+        ),
+    ] = False,
     report: Annotated[
         Path | None, typer.Option(help="Write the validation report as JSON here.")
     ] = None,
@@ -63,6 +70,7 @@ def convert_command(
         io_dtype=io_dtype,  # type: ignore[arg-type]
         calibration_method=calibration_method,  # type: ignore[arg-type]
         calibration_count=calibration_count,
+        nhwc_inputs=not keep_input_layout,
         progress=not as_json,
     )
     result = convert(model, output, options)

@@ -148,3 +148,33 @@ def test_convert_rejects_bad_calibration_options(
     assert code == 1
     assert "--calibration-count" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_keep_input_layout_leaves_nchw_inputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.tflite"
+    code = _run(
+        monkeypatch,
+        "convert",
+        str(_model(tmp_path)),
+        "-o",
+        str(out),
+        "--input-shape",
+        "x=1,3,8,8",
+        "--keep-input-layout",
+        "--json",
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["inputs"][0]["shape"] == [1, 3, 8, 8]
+    assert summary["ops"]["TRANSPOSE"] == 2  # into NHWC for the conv, back for the output
+
+
+def test_result_names_the_nhwc_inputs() -> None:
+    from edgeops.converters.pipeline import ConvertOptions, convert_model
+
+    nodes = [helper.make_node("Add", ["img", "img"], ["a"]), helper.make_node("Relu", ["v"], ["b"])]
+    model = make_model(nodes, {"img": [1, 3, 4, 4], "v": [2, 5]}, ["a", "b"])
+    assert convert_model(model).nhwc_inputs == ["img"]
+    assert convert_model(model, ConvertOptions(nhwc_inputs=False)).nhwc_inputs == []
