@@ -88,3 +88,16 @@ def test_comparisons_feed_where(op: str) -> None:
     assert comparison.count("SELECT_V2") == 1
     assert comparison.count("LOGICAL_OR") == 1
     np.testing.assert_array_equal(comparison.actual[1], comparison.expected[1])
+
+
+@pytest.mark.parametrize("other_shape", [[4, 1, 1], [5, 6], [6], [1, 1, 5, 6]])
+def test_broadcast_of_a_lower_rank_activation_onto_nhwc(other_shape: list[int]) -> None:
+    # The second operand is a model input of lower rank: it is reshaped to rank 4 by ONNX
+    # broadcasting and brought to the NHWC layout of the conv output.
+    w = RNG.normal(size=(4, 3, 1, 1)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"]),
+        helper.make_node("Mul", ["c", "v"], ["y"]),
+    ]
+    inputs = {"x": [1, 3, 5, 6], "v": other_shape}
+    check_model(make_model(nodes, inputs, ["y"], {"w": w}), inputs)
