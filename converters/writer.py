@@ -15,6 +15,7 @@ rely on (``tensorflow/compiler/mlir/lite/schema/schema.fbs``):
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -172,7 +173,8 @@ def _quantization(tensor: Tensor) -> Any:
     return q
 
 
-def _aligned_buffer(data: bytes | None) -> Any:
+@functools.cache
+def _aligned_buffer_class() -> Any:
     schema = _schema()
 
     class AlignedBufferT(schema.BufferT):  # type: ignore[misc,name-defined]
@@ -192,7 +194,11 @@ def _aligned_buffer(data: bytes | None) -> Any:
                 schema.BufferAddData(builder, vector)
             return schema.BufferEnd(builder)
 
-    buffer = AlignedBufferT()
+    return AlignedBufferT
+
+
+def _aligned_buffer(data: bytes | None) -> Any:
+    buffer = _aligned_buffer_class()()
     buffer.data = data
     return buffer
 
