@@ -17,6 +17,7 @@ from typing import Any
 from edgeops.errors import ConfigError, StorageError
 from edgeops.fleet.registry.sql import SqlStore
 
+_MIGRATION_LOCK = 0x6564_6765_6F70  # "edgeop": one key for every edgeops registry
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -39,13 +40,26 @@ class PostgresStore(SqlStore):
         self.schema = schema
         try:
             self._conn: Any = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
-            if schema is not None:
-                # The name was checked against _SCHEMA above: safe to place in the statement.
-                self._conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-                self._conn.execute(f"SET search_path TO {schema}")
         except psycopg.Error as exc:
             raise StorageError(f"cannot open the PostgreSQL registry: {exc}") from exc
-        self._migrate()
+        try:
+            # Held across schema creation and migration: two instances starting together
+            # would otherwise race on CREATE SCHEMA IF NOT EXISTS (a unique violation).
+            self._conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+            try:
+                if schema is not None:
+                    # The name was checked against _SCHEMA above: safe in the statement.
+                    self._conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                    self._conn.execute(f"SET search_path TO {schema}")
+                self._migrate()
+            finally:
+                self._conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+        except psycopg.Error as exc:
+            self._conn.close()
+            raise StorageError(f"cannot open the PostgreSQL registry: {exc}") from exc
+        except BaseException:
+            self._conn.close()
+            raise
 
     def _is_driver_error(self, exc: Exception) -> bool:
         return isinstance(exc, self._psycopg_error)

@@ -142,6 +142,11 @@ class SqlStore:
         """A context manager that opens a transaction and yields a cursor."""
         raise NotImplementedError
 
+    def _lock_for_migration(self, cur: Any) -> None:
+        """Serialize migrations between processes starting at once. SQLite's ``BEGIN
+        IMMEDIATE`` already does; PostgresStore holds an advisory lock around the whole
+        start-up instead."""
+
     def _translate(self, exc: Exception) -> Exception:
         return StorageError(f"registry query failed: {exc}")
 
@@ -170,6 +175,7 @@ class SqlStore:
 
     def _migrate(self) -> None:
         def apply(cur: Any) -> None:
+            self._lock_for_migration(cur)
             cur.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version ("
                 "version INTEGER PRIMARY KEY, applied DOUBLE PRECISION NOT NULL)"

@@ -159,3 +159,28 @@ def test_a_fleet_folder_can_point_its_registry_at_postgresql(tmp_path):
         assert isinstance(store, PostgresStore)
         store.drop_schema()
         store.close()
+
+
+def test_postgres_stores_opened_at_once_migrate_once():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edgeops.fleet.registry.postgres import PostgresStore
+
+    first = _postgres_store()
+    schema = first.schema
+    first.drop_schema()
+    first.close()
+
+    def open_one(_: int) -> PostgresStore:
+        return PostgresStore(POSTGRES_DSN, schema=schema)
+
+    with ThreadPoolExecutor(4) as pool:
+        stores = list(pool.map(open_one, range(4)))
+    try:
+        assert {s.schema_version() for s in stores} == {LATEST_VERSION}
+        stores[0].add_device("d1", group="lab", board=None, now=1.0)
+        assert stores[3].get_device("d1") is not None
+    finally:
+        stores[0].drop_schema()
+        for s in stores:
+            s.close()
