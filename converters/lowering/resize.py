@@ -150,6 +150,9 @@ def _scales(
         given = ctx.const(scale_input) if scale_input else None
         if given is None:
             given = np.asarray(node.attr("scales", []), dtype=np.float32)
+    elif ctx.source.opset < 11:
+        # Resize-10 takes (X, scales).
+        given = ctx.const(node.inputs[1]) if len(node.inputs) > 1 else None
     else:
         names = node.inputs
         given = ctx.const(names[2]) if len(names) > 2 and names[2] else None

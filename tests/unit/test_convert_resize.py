@@ -121,3 +121,16 @@ def test_resize_property_converts_exactly_or_refuses(
         assert "unsupported op Resize" in refusal
         return
     check_model(model, {"x": [1, 2, in_h, in_w]})
+
+
+@pytest.mark.parametrize("scale", [2.0, 1.5, 0.5])
+def test_resize_opset10_scales_input(scale: float) -> None:
+    node = helper.make_node("Resize", ["x", "s"], ["y"], mode="nearest")
+    model = make_model(
+        [node],
+        {"x": [1, 2, 4, 6]},
+        ["y"],
+        {"s": np.asarray([1, 1, scale, scale], np.float32)},
+        opset=10,
+    )
+    check_model(model, {"x": [1, 2, 4, 6]})
