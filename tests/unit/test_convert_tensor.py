@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from convert_helpers import Comparison, check_model, make_model
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from onnx import helper
 
 RNG = np.random.default_rng(11)
@@ -219,4 +221,36 @@ def test_edge_pad_wider_than_one() -> None:
     constants = {"p": np.asarray([0, 0, 3, 1, 0, 0, 0, 2], np.int64)}
     _after_conv(
         lambda c: [helper.make_node("Pad", [c, "p"], ["y"], mode="edge")], constants=constants
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 3),
+            st.integers(-9, 9),
+            st.integers(-9, 9),
+            st.sampled_from([1, 2, 3, -1, -2]),
+        ),
+        min_size=1,
+        max_size=3,
+        unique_by=lambda t: t[0],
+    )
+)
+def test_slice_property(specs: list[tuple[int, int, int, int]]) -> None:
+    # Any starts/ends/steps (negative, out of range, reversed) on an NHWC-held tensor:
+    # matches onnxruntime, or an empty result is refused.
+    shape = [1, 4, 6, 5]
+    sizes = [len(range(*slice(s, e, st_).indices(shape[a]))) for a, s, e, st_ in specs]
+    assume(all(sizes))
+    constants = {
+        "st": np.asarray([s[1] for s in specs], np.int64),
+        "en": np.asarray([s[2] for s in specs], np.int64),
+        "ax": np.asarray([s[0] for s in specs], np.int64),
+        "sp": np.asarray([s[3] for s in specs], np.int64),
+    }
+    _after_conv(
+        lambda c: [helper.make_node("Slice", [c, "st", "en", "ax", "sp"], ["y"])],
+        constants=constants,
     )
