@@ -368,6 +368,7 @@ class Agent:
         self._stopped = threading.Event()
         self._flush_now = threading.Event()
         self._flush_lock = threading.Lock()
+        self._event_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._updater: Updater | None = None
         self._trusted: TrustedState | None = None
@@ -988,8 +989,10 @@ class Agent:
         reason = report.reason
         if len(reason) > 1000:
             reason = reason[:997] + "..."
+        with self._event_lock:  # the link thread reports malformed directives too
+            seq = self.store.next_event_seq()
         message = EventMessage(
-            seq=self.store.next_event_seq(),
+            seq=seq,
             kind=report.kind,
             ts=self._wall(),
             directive_seq=report.directive_seq,

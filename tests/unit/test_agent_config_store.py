@@ -174,3 +174,17 @@ def test_bootstrap_archives_with_extra_or_unsafe_members_are_refused():
         read_bootstrap(_tar(partial))
     with pytest.raises(ArchiveError, match="not a readable"):
         read_bootstrap(b"garbage")
+
+
+def test_agent_run_needs_exactly_one_of_config_and_bootstrap(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeops.cli import app
+    from edgeops.cli import commands as _commands  # noqa: F401 - registers the commands
+
+    result = CliRunner().invoke(app, ["agent", "run"])
+    assert isinstance(result.exception, ConfigError)
+    assert "exactly one of --config FILE or --bootstrap FILE" in str(result.exception)
+    result = CliRunner().invoke(app, ["agent", "run", "--config", str(tmp_path / "missing.toml")])
+    assert isinstance(result.exception, ConfigError)
+    assert "cannot read agent config" in str(result.exception)
