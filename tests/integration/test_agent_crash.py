@@ -198,3 +198,34 @@ def _load(api: Path, stop: threading.Event) -> None:
             infer(api)
         except (OSError, AssertionError, http.client.HTTPException, ValueError):
             time.sleep(0.01)
+
+
+def test_a_directive_that_kills_the_agent_every_time_is_stopped_by_the_loop_guard(rig, tmp_path):
+    bundles = Bundles(rig, tmp_path / "bundles")
+    device = Device(rig, tmp_path)
+    try:
+        device.start()
+        first = bundles.push("dev-1", bundles.build(1, 1.0), window_s=0.2)
+        wait_for(lambda: device.settled_on(first), timeout=30, what="first bundle")
+        device.stop()
+        # The new bundle "crashes" the agent in its trial on every attempt (max_attempts=3).
+        device.start(crash_at="trial")
+        second = bundles.push("dev-1", bundles.build(2, 10.0), window_s=0.5)
+        for attempt in range(1, 4):
+            assert device.process is not None
+            assert device.process.wait(60) == -signal.SIGKILL
+            assert device.state()["records"]["device"]["attempts"] == attempt
+            device.start(crash_at="trial" if attempt < 3 else None)
+        wait_for(lambda: device.settled_on(first), timeout=30, what="gave up")
+        record = device.state()["records"]["device"]
+        assert record["outcome"] == "gave_up"
+        assert "interrupted 3 times" in record["reason"]
+        wait_for(lambda: any(e.kind == "loop_guard" for e in rig.events("dev-1")), what="event")
+        guard = [e for e in rig.events("dev-1") if e.kind == "loop_guard"]
+        assert len(guard) == 1
+        assert guard[0].bundle_digest == second
+        assert guard[0].state == "failed"
+        wait_for(device.api.exists, what="inference API")
+        wait_for(lambda: _serves(device.api, 2.0), what="old model serving")
+    finally:
+        device.kill()
