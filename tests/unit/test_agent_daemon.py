@@ -396,3 +396,28 @@ def test_many_agents_run_side_by_side_in_one_process(tmp_path):
     finally:
         for agent in agents:
             agent.stop(timeout=2)
+
+
+def test_a_group_directive_installs_with_its_own_sequence(rig):
+    from edgeops.protocol import group_directive_topic
+
+    rig.agent.start()
+    first = install_first(rig)  # device directive, sequence 1
+    bundle = fake_bundle(release=2, constant=3.0)
+    meta = publish_bundle(rig.publisher, FLEET, bundle, chunk_size=1024)
+    directive = rig.fleet.directive(
+        group="cams",
+        sequence=1,  # the group's own counter: not a replay of the device's sequence 1
+        bundle=SignedBundleRef(
+            sha256=meta.digest, size=len(bundle), name="adder", version="2.0", release=2
+        ),
+        rollout=RolloutPolicy(trial_window_s=0.05),
+    )
+    rig.publisher.publish(
+        group_directive_topic(FLEET, "cams"), rig.fleet.sign(directive), retain=True
+    )
+    wait_for(lambda: committed_on(rig, meta.digest), what="group bundle committed")
+    state = rig.agent.state
+    assert state.records["group/cams"].sequence == 1
+    assert state.previous is not None
+    assert state.previous.digest == first
