@@ -79,8 +79,30 @@ def install_bootstrap(archive: Path, state_dir: Path) -> Path:
     for name, mode in MEMBERS.items():
         if name != "agent.toml":
             atomic_write_bytes(Path(state_dir) / name, members[name], mode=mode)
-    atomic_write_bytes(config_path, members["agent.toml"], mode=MEMBERS["agent.toml"])
+    text = _absolute_paths(members["agent.toml"].decode("utf-8"), Path(state_dir).resolve())
+    atomic_write_bytes(config_path, text.encode("utf-8"), mode=MEMBERS["agent.toml"])
     return config_path
+
+
+def _absolute_paths(text: str, state_dir: Path) -> str:
+    """Pin the state folder and TLS paths that enrollment wrote relative to this folder.
+
+    The installed ``agent.toml`` then still works when it is copied elsewhere, e.g. to
+    ``/etc/edgeops/agent.toml`` where the systemd unit reads it (ProtectSystem=strict keeps
+    ``/etc`` read-only, so the state must stay in the state folder).
+    """
+
+    def quoted(path: Path) -> str:
+        return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    replacements = {
+        'state_dir = "."': f"state_dir = {quoted(state_dir)}",
+        'ca = "tls/ca.crt"': f"ca = {quoted(state_dir / 'tls' / 'ca.crt')}",
+        'cert = "tls/device.crt"': f"cert = {quoted(state_dir / 'tls' / 'device.crt')}",
+        'key = "tls/device.key"': f"key = {quoted(state_dir / 'tls' / 'device.key')}",
+    }
+    lines = [replacements.get(line.strip(), line) for line in text.splitlines()]
+    return "\n".join(lines) + "\n"
 
 
 def build_bootstrap(members: dict[str, bytes]) -> bytes:

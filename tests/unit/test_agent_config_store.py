@@ -188,3 +188,20 @@ def test_agent_run_needs_exactly_one_of_config_and_bootstrap(tmp_path):
     result = CliRunner().invoke(app, ["agent", "run", "--config", str(tmp_path / "missing.toml")])
     assert isinstance(result.exception, ConfigError)
     assert "cannot read agent config" in str(result.exception)
+
+
+def test_an_installed_config_keeps_working_when_copied_elsewhere(tmp_path):
+    text = render_toml(device_id="d1", fleet="f", broker_url="mqtts://broker:8883")
+    files = members()
+    files["agent.toml"] = text.encode()
+    archive = tmp_path / "boot.tgz"
+    archive.write_bytes(build_bootstrap(files))
+    state = tmp_path / "var-lib-edgeops"
+    installed = install_bootstrap(archive, state)
+    etc = tmp_path / "etc-edgeops"
+    etc.mkdir()
+    (etc / "agent.toml").write_bytes(installed.read_bytes())
+    config = AgentConfig.load(etc / "agent.toml")
+    assert config.state_dir == state.resolve()
+    assert config.tls_key == state.resolve() / "tls" / "device.key"
+    assert config.tls_ca == state.resolve() / "tls" / "ca.crt"
