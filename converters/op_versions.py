@@ -28,6 +28,7 @@ MAX_VERSIONS_TFLITE_2_14: dict[str, int] = {
     "CAST": 4,
     "CONCATENATION": 3,
     "CONV_2D": 6,
+    "CONV_3D": 1,
     "DEPTH_TO_SPACE": 2,
     "DEPTHWISE_CONV_2D": 6,
     "DEQUANTIZE": 5,

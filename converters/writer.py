@@ -39,6 +39,7 @@ _OPTIONS_OF: dict[str, str] = {
     "MUL": "MulOptions",
     "DIV": "DivOptions",
     "CONV_2D": "Conv2DOptions",
+    "CONV_3D": "Conv3DOptions",
     "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
     "TRANSPOSE_CONV": "TransposeConvOptions",
     "FULLY_CONNECTED": "FullyConnectedOptions",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from edgeops.converters import layout
 from edgeops.converters.lowering.context import Lowering, register
@@ -62,8 +63,11 @@ def _kernel_attrs(
 
 @register("Conv")
 def lower_conv(ctx: Lowering, node: Node) -> None:
-    """Conv → CONV_2D, DEPTHWISE_CONV_2D or SPLIT/CONV_2D/CONCATENATION."""
+    """Conv → CONV_2D (plain or grouped), DEPTHWISE_CONV_2D, or CONV_3D for 3-D."""
     weight = ctx.require_const(node.inputs[1], "the weight").astype(np.float32)
+    if weight.ndim == 5:
+        _lower_conv3d(ctx, node, weight)
+        return
     if weight.ndim == 3:
         weight = weight[:, :, None, :]
     out_channels = weight.shape[0]
@@ -133,6 +137,54 @@ def lower_conv(ctx: Lowering, node: Node) -> None:
         b = ctx.constant(f"{node.name}/bias", bias)
         ctx.add("CONV_2D", [x, filt, b], [result], options)
     finish_nhwc_2d(ctx, node, result, one_d)
+
+
+def _lower_conv3d(ctx: Lowering, node: Node, weight: npt.NDArray[np.float32]) -> None:
+    """3-D Conv → CONV_3D on NDHWC with a DHWIO filter (no groups in TFLite's CONV_3D)."""
+    if int(node.attr("group", 1)) != 1:
+        ctx.unsupported("grouped 3-D convolution (TFLite CONV_3D has no groups)")
+    perm = layout.channels_last(5)
+    x = ctx.tensor(node.inputs[0], perm)
+    spatial = list(ctx.shape(node.inputs[0])[2:])
+    kernel = list(weight.shape[2:])
+    strides = [int(v) for v in node.attr("strides", [1, 1, 1])]
+    dilations = [int(v) for v in node.attr("dilations", [1, 1, 1])]
+    pads = onnx_pads(
+        ctx, node, spatial=spatial, kernel=kernel, strides=strides, dilations=dilations
+    )
+    x, padding = choose_padding(
+        ctx,
+        x,
+        spatial=spatial,
+        kernel=kernel,
+        strides=strides,
+        dilations=dilations,
+        pads=pads,
+        convolution=True,
+    )
+    bias_name = node.inputs[2] if len(node.inputs) > 2 else ""
+    bias = (
+        ctx.require_const(bias_name, "the bias").astype(np.float32)
+        if bias_name
+        else np.zeros(weight.shape[0], np.float32)
+    )
+    filt = ctx.constant(f"{node.name}/filter", weight.transpose(2, 3, 4, 1, 0))
+    out = ctx.output(node.outputs[0], perm)
+    ctx.add(
+        "CONV_3D",
+        [x, filt, ctx.constant(f"{node.name}/bias", bias)],
+        [out],
+        {
+            "padding": padding,
+            "strideD": strides[0],
+            "strideH": strides[1],
+            "strideW": strides[2],
+            "dilationDFactor": dilations[0],
+            "dilationHFactor": dilations[1],
+            "dilationWFactor": dilations[2],
+            "fusedActivationFunction": "NONE",
+        },
+    )
 
 
 @register("ConvTranspose")

@@ -13,6 +13,7 @@ from edgeops.converters.ir import Graph, Operator
 
 _FUSABLE_INTO = {
     "CONV_2D",
+    "CONV_3D",
     "DEPTHWISE_CONV_2D",
     "FULLY_CONNECTED",
     "ADD",

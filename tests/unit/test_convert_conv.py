@@ -180,3 +180,32 @@ def test_same_with_a_stride_longer_than_the_kernel_is_written_pad_valid() -> Non
     conv = next(op for op in comparison.result.graph.operators if op.opcode == "CONV_2D")
     assert conv.options["padding"] == "VALID"
     assert comparison.count("PAD") == 1
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {},
+        {"pads": [1, 1, 1, 1, 1, 1]},
+        {"strides": [1, 2, 2], "pads": [0, 1, 1, 0, 1, 1]},
+        {"dilations": [1, 2, 1]},
+    ],
+)
+def test_conv3d(attrs: dict[str, Any]) -> None:
+    comparison = check_op(
+        "Conv", {"x": [1, 3, 4, 6, 5]}, attrs=attrs, constants={"w": _w(4, 3, 3, 3, 3), "b": _w(4)}
+    )
+    assert comparison.count("CONV_3D") == 1
+
+
+def test_conv3d_relu_fuses() -> None:
+    from convert_helpers import check_model, make_model
+    from onnx import helper
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 6),
+        helper.make_node("Relu", ["c"], ["y"]),
+    ]
+    model = make_model(nodes, {"x": [1, 2, 3, 4, 5]}, ["y"], {"w": _w(3, 2, 3, 3, 3)})
+    comparison = check_model(model, {"x": [1, 2, 3, 4, 5]})
+    assert comparison.count("RELU") == 0
