@@ -128,7 +128,7 @@ def test_bootstrap_round_trip_installs_once_with_a_private_key(tmp_path):
     archive = tmp_path / "boot.tgz"
     archive.write_bytes(build_bootstrap(members()))
     config = install_bootstrap(archive, tmp_path / "state")
-    assert config.read_bytes() == b"content of agent.toml"
+    assert config.read_bytes() == b"content of agent.toml\n"
     assert (tmp_path / "state" / "tls" / "device.key").stat().st_mode & 0o777 == 0o600
     config.write_bytes(b"edited on the device")
     install_bootstrap(archive, tmp_path / "state")
