@@ -138,7 +138,7 @@ def mqtt_rate(
     handle: Callable[[str, bytes], object],
     finish: Callable[[], object] = lambda: None,
     timeout: float = 300.0,
-    protocol: int = mqtt.MQTTv311,
+    protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv311,
 ) -> tuple[float, int]:
     """Publish ``messages`` at QoS 1 and time their arrival at one subscriber."""
     total = len(messages)

@@ -6,6 +6,7 @@ import threading
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 pytestmark = pytest.mark.integration
 
@@ -14,7 +15,7 @@ def test_mosquitto_fixture_delivers_a_retained_message(mosquitto):
     received: list[bytes] = []
     done = threading.Event()
 
-    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="pub")
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="pub")
     publisher.connect(mosquitto.host, mosquitto.port)
     publisher.loop_start()
     publisher.publish("edgeops/test", b"hello", qos=1, retain=True).wait_for_publish(5)
@@ -25,7 +26,7 @@ def test_mosquitto_fixture_delivers_a_retained_message(mosquitto):
         received.append(message.payload)
         done.set()
 
-    subscriber = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sub")
+    subscriber = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="sub")
     subscriber.on_message = on_message
     subscriber.on_connect = lambda c, u, f, rc, p: c.subscribe("edgeops/test", qos=1)
     subscriber.connect(mosquitto.host, mosquitto.port)
