@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edgeops.broker import MosquittoBroker
 from edgeops.fleet.ingest import Ingestor
@@ -138,7 +138,7 @@ def mqtt_rate(
     handle: Callable[[str, bytes], object],
     finish: Callable[[], object] = lambda: None,
     timeout: float = 300.0,
-    protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv311,
+    protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv311,
 ) -> tuple[float, int]:
     """Publish ``messages`` at QoS 1 and time their arrival at one subscriber."""
     total = len(messages)
