@@ -50,7 +50,7 @@ Changes:
   and tflite-runtime 2.14. Per-channel quantization along filter dimension 0 is unchanged.
 * Writer rule (``op_versions``), not a change to these classes: a FULLY_CONNECTED with a
   float32 input and per-channel int8 weights (``dynamic`` mode) is version 12, above the
-  11 that tflite-runtime 2.14 reads, so the writer refuses it. Its 2.14 kernel reads only
+  10 that tflite-runtime 2.14 reads, so the writer refuses it. Its 2.14 kernel reads only
   the first weight scale (measured: 54 % max error against onnxruntime, where LiteRT is
   right). Hybrid FULLY_CONNECTED weights must be per-tensor; per-channel stays right for
   CONV_2D / DEPTHWISE_CONV_2D (hybrid, checked in 2.14) and for full-int8 FULLY_CONNECTED.

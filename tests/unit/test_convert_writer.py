@@ -172,7 +172,7 @@ def test_hybrid_per_channel_fully_connected_is_refused_for_tflite_runtime_2_14()
     b = graph.add_constant("b", np.zeros(3, np.float32))
     y = graph.add_tensor("y", (2, 3), np.float32)
     fc = Operator("FULLY_CONNECTED", [x, w, b], [y])
-    with pytest.raises(ConversionError, match=r"version 12 .* 2\.14 reads at most 11"):
+    with pytest.raises(ConversionError, match=r"version 12 .* 2\.14 reads at most 10"):
         operator_version(graph, fc)
     graph.tensors["w"].quantization = QuantParams(
         np.asarray([0.1], np.float32), np.zeros(1, np.int64), 0
@@ -201,3 +201,27 @@ def test_calibration_samples_in_memory_are_held_out_in_float_modes() -> None:
     result = convert_model(model, ConvertOptions(calibration_samples=samples))
     assert len(result.holdout) == 3
     assert result.calibration_count == 0
+
+
+def test_litert_registers_every_version_up_to_the_tflite_runtime_2_14_limits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The limits were measured in tflite-runtime 2.14; LiteRT must read each of them too.
+    # An unregistered version fails when the interpreter is built, before any tensor
+    # is looked at, so a one-operator model with placeholder tensors is enough.
+    from edgeops.converters import writer
+
+    monkeypatch.setattr(writer, "operator_version", lambda graph, op: op.version)
+    refused = []
+    for opcode, version in MAX_VERSIONS_TFLITE_2_14.items():
+        graph = Graph()
+        x = graph.add_tensor("x", (1,), np.float32)
+        y = graph.add_tensor("y", (1,), np.float32)
+        graph.operators.append(Operator(opcode, [x], [y], version=version))
+        graph.inputs, graph.outputs = [x], [y]
+        try:
+            Interpreter(model_content=writer.serialize(graph))
+        except (RuntimeError, ValueError) as exc:
+            if "Didn't find op" in str(exc):
+                refused.append((opcode, version))
+    assert refused == []
