@@ -227,9 +227,8 @@ class Lowering:
         flat = self.tensor(name, layout.identity(own_rank))
         target = layout.tflite_shape(shape, perm)
         out = self.temp(f"{name}/rank{rank}", target, self.dtype(name))
-        # Inserted axes are size 1: laying the rank-`rank` view out by `perm` only reorders
-        # size-1 dims relative to the identity order of the original axes when the
-        # original axes keep their relative order under `perm`.
+        # The inserted axes have size 1. If `perm` keeps the original axes in their order,
+        # only size-1 axes move and one RESHAPE does it; otherwise data must be transposed.
         original_axes = [a for a in perm if a >= rank - own_rank]
         if original_axes != sorted(original_axes):
             expanded = self.temp(f"{name}/expanded", shape, self.dtype(name))
