@@ -159,13 +159,14 @@ def from_proto(model: Any) -> OnnxGraph:
     ``Constant`` nodes become constants; nodes of other domains than the default ONNX one
     are refused (:class:`~edgeops.errors.UnsupportedOpError` names them at lowering).
     """
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None:
         raise ConversionError("the ONNX model does not import the default operator set")
     constants: dict[str, npt.NDArray[Any]] = {
-        init.name: numpy_helper.to_array(init) for init in model.graph.initializer
+        init.name: _tensor_array(init, f"initializer {init.name!r}")
+        for init in model.graph.initializer
     }
     for value in [*model.graph.input, *model.graph.output]:
         if value.name not in constants and not value.type.HasField("tensor_type"):
@@ -208,11 +209,20 @@ def from_proto(model: Any) -> OnnxGraph:
     return graph
 
 
-def _constant_value(proto: Any, attrs: dict[str, Any]) -> npt.NDArray[Any]:
+def _tensor_array(tensor: Any, what: str) -> npt.NDArray[Any]:
+    """A TensorProto's values; a tensor whose data disagrees with its dims or type is a
+    malformed model, not a crash (found by the ``onnx_bytes`` fuzz target)."""
     from onnx import numpy_helper
 
+    try:
+        return np.asarray(numpy_helper.to_array(tensor))
+    except Exception as exc:  # numpy's reshape/frombuffer and onnx raise ValueError, TypeError…
+        raise ModelError(f"not a valid ONNX model: {what} does not hold its data: {exc}") from exc
+
+
+def _constant_value(proto: Any, attrs: dict[str, Any]) -> npt.NDArray[Any]:
     if "value" in attrs:
-        return np.asarray(numpy_helper.to_array(attrs["value"]))
+        return _tensor_array(attrs["value"], f"Constant node {proto.name!r}")
     scalar_kinds = {
         "value_float": np.float32,
         "value_int": np.int64,

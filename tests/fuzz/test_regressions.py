@@ -1,0 +1,51 @@
+"""Inputs the fuzz targets found that once escaped as something other than an edgeops error,
+each reduced to what triggers it."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from edgeops.converters.pipeline import convert_model
+from edgeops.errors import ModelError
+
+
+def _model(*, initializer: onnx.TensorProto | None = None, constant: bool = False) -> bytes:
+    nodes = [helper.make_node("Add", ["x", "c"], ["y"])]
+    inits = []
+    tensor = initializer or numpy_helper.from_array(np.ones(4, np.float32), "c")
+    if constant:
+        nodes.insert(0, helper.make_node("Constant", [], ["c"], value=tensor))
+    else:
+        inits.append(tensor)
+    graph = helper.make_graph(
+        nodes,
+        "regression",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _short_tensor() -> onnx.TensorProto:
+    """Dims (7, 3, 3, 3) over raw data for 108 floats: numpy's reshape raised ValueError."""
+    tensor = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "c")
+    tensor.dims[0] = 7
+    return tensor
+
+
+def _empty_typed_tensor() -> onnx.TensorProto:
+    """Dims (1,) with no data at all: onnx's to_array raised ValueError."""
+    return onnx.TensorProto(name="c", data_type=onnx.TensorProto.FLOAT, dims=[1])
+
+
+@pytest.mark.parametrize("make", [_short_tensor, _empty_typed_tensor])
+@pytest.mark.parametrize("constant", [False, True], ids=["initializer", "constant-node"])
+def test_onnx_tensor_data_that_disagrees_with_its_dims_is_a_model_error(make, constant):
+    with pytest.raises(ModelError, match="does not hold its data"):
+        convert_model(_model(initializer=make(), constant=constant))
