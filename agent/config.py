@@ -212,7 +212,10 @@ class AgentConfig:
                 return None
             if not isinstance(value, str):
                 raise ConfigError(f"{section}.{key}: expected a path string, got {value!r}")
-            candidate = Path(value).expanduser()
+            try:
+                candidate = Path(value).expanduser()
+            except RuntimeError as exc:  # "~name/..." for a user that does not exist
+                raise ConfigError(f"{section}.{key}: cannot expand {value!r}: {exc}") from exc
             return candidate if candidate.is_absolute() else base_dir / candidate
 
         required = {

@@ -49,3 +49,16 @@ def _empty_typed_tensor() -> onnx.TensorProto:
 def test_onnx_tensor_data_that_disagrees_with_its_dims_is_a_model_error(make, constant):
     with pytest.raises(ModelError, match="does not hold its data"):
         convert_model(_model(initializer=make(), constant=constant))
+
+
+def test_agent_config_path_of_an_unknown_user_home_is_a_config_error(tmp_path):
+    """``~name/...`` for a user that does not exist: pathlib raised RuntimeError."""
+    from edgeops.agent.config import AgentConfig
+    from edgeops.errors import ConfigError
+
+    text = (
+        '[device]\nid = "pi-1"\nfleet = "f"\n'
+        '[broker]\nurl = "mqtts://broker:8883"\nkey = "~no-such-user-edgeops/device.key"\n'
+    )
+    with pytest.raises(ConfigError, match=r"broker\.key: cannot expand"):
+        AgentConfig.from_toml(text, base_dir=tmp_path, environ={})
