@@ -6,7 +6,9 @@ from edgeops.cli import (
     app,
     convert,  # noqa: F401 - edgeops convert
     device,  # noqa: F401 - edgeops device enroll (on the device group of status)
+    push,  # noqa: F401 - edgeops push
     rollout,  # noqa: F401 - edgeops rollout list|status|pause|resume|abort
+    simulate,  # noqa: F401 - edgeops simulate
     status,  # noqa: F401 - edgeops status
 )
 from edgeops.cli.agent import agent_app

@@ -1,0 +1,110 @@
+"""``edgeops simulate``: N real agents of a fleet in this process, for demos and tests."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgeops.cli import app
+from edgeops.cli.output import JSON_OPTION_HELP, emit, key_values
+from edgeops.cli.status import FLEET_OPTION_HELP
+
+
+@app.command("simulate")
+def simulate_command(
+    *,
+    fleet: Annotated[
+        Path, typer.Option("--fleet", envvar="EDGEOPS_FLEET", help=FLEET_OPTION_HELP)
+    ] = Path("."),
+    devices: Annotated[int, typer.Option("--devices", help="How many devices to run.")] = 10,
+    group: Annotated[str, typer.Option("--group", help="Their group (enrolled into it).")] = "sim",
+    prefix: Annotated[str, typer.Option("--prefix", help="Device ids are PREFIX-000…")] = "sim",
+    fail_rate: Annotated[
+        float,
+        typer.Option(
+            "--fail-rate", help="Share (0-1) of devices whose new bundles fail health checks."
+        ),
+    ] = 0.0,
+    slow_model: Annotated[
+        bool, typer.Option("--slow-model", help="New bundles serve slower on every device.")
+    ] = False,
+    slow_ms: Annotated[
+        float, typer.Option("--slow-ms", help="Latency added by --slow-model, per request.")
+    ] = 20.0,
+    offline: Annotated[
+        float, typer.Option("--offline", help="Share (0-1) of devices that never connect.")
+    ] = 0.0,
+    board: Annotated[
+        str | None, typer.Option("--board", help="Board profile (default: this machine's).")
+    ] = None,
+    faults_from_release: Annotated[
+        int | None,
+        typer.Option(
+            "--faults-from-release",
+            help="First bundle release the faults hit (default: newer than what each runs).",
+        ),
+    ] = None,
+    telemetry_interval: Annotated[
+        float, typer.Option("--telemetry-interval", help="Seconds between telemetry samples.")
+    ] = 2.0,
+    trial_window: Annotated[
+        float, typer.Option("--trial-window", help="Seconds a new bundle is on trial.")
+    ] = 5.0,
+    duration: Annotated[
+        float | None, typer.Option("--duration", help="Stop after this many seconds.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Which devices get which fault.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
+) -> None:
+    """Enroll DEVICES devices (once) and run a real agent for each until Ctrl-C.
+
+    Each device verifies and installs what the fleet pushes, serves steady inference on
+    its model and reports telemetry, over TLS with its own certificate.
+    """
+    import signal
+    import threading
+
+    from edgeops.fleet.simulate import Simulator
+
+    sim = Simulator(
+        fleet,
+        devices=devices,
+        group=group,
+        prefix=prefix,
+        board=board,
+        fail_rate=fail_rate,
+        slow_rate=1.0 if slow_model else 0.0,
+        slow_delay_s=slow_ms / 1000.0,
+        offline=offline,
+        faults_from_release=faults_from_release,
+        telemetry_interval_s=telemetry_interval,
+        trial_window_s=trial_window,
+        seed=seed,
+    )
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with sim:
+            summary = {
+                "devices": len(sim.devices),
+                "running": len(sim.agents),
+                "offline": sorted(d for d, s in sim.devices.items() if s.offline),
+                "faulty": sorted(d for d, s in sim.devices.items() if s.faulty),
+                "slow": sorted(d for d, s in sim.devices.items() if s.slow),
+                "group": group,
+                "start_s": round(sim.start_seconds, 2),
+                "rss_per_agent_mb": round(sim.rss_per_agent_bytes / 2**20, 2),
+            }
+            emit(summary, as_json=as_json, human=_print)
+            with contextlib.suppress(KeyboardInterrupt):
+                stop.wait(duration)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _print(summary: dict[str, object]) -> None:
+    key_values({k: (", ".join(v) if isinstance(v, list) else v) or "-" for k, v in summary.items()})
+    typer.echo("running; Ctrl-C stops every device (offline state retained)")
