@@ -6,6 +6,7 @@ from edgeops.cli import (
     app,
     convert,  # noqa: F401 - edgeops convert
     device,  # noqa: F401 - edgeops device enroll (on the device group of status)
+    fleet_serve,  # noqa: F401 - edgeops fleet serve (on fleet_app)
     push,  # noqa: F401 - edgeops push
     rollout,  # noqa: F401 - edgeops rollout list|status|pause|resume|abort
     simulate,  # noqa: F401 - edgeops simulate
