@@ -148,7 +148,7 @@ def test_kill_9_in_each_phase_ends_committed_or_back_on_the_old_bundle(rig, tmp_
         # Run 1: a first bundle, committed, then a clean stop.
         device.start()
         first = bundles.push("dev-1", bundles.build(1, 1.0), window_s=0.2)
-        wait_for(lambda: device.settled_on(first), timeout=30, what="first bundle")
+        wait_for(lambda: device.settled_on(first), timeout=60, what="first bundle")
         device.stop()
 
         # Run 2: the hook kills the agent when it persists ``phase`` for the second bundle.
@@ -171,14 +171,14 @@ def test_kill_9_in_each_phase_ends_committed_or_back_on_the_old_bundle(rig, tmp_
 
         # Run 3: no hook. Whatever it decides, it must settle and serve what it says.
         device.start()
-        wait_for(device.settled_on, timeout=40, what="settled after restart")
-        wait_for(device.api.exists, what="inference API")
+        wait_for(device.settled_on, timeout=60, what="settled after restart")
+        wait_for(device.api.exists, timeout=30, what="inference API")
         state = device.state()
         committed = state["committed"]["digest"]
         assert committed in (first, second)
         assert state["phase"] in ("committed", "rolled_back", "failed")
         expected = 2.0 if committed == first else 11.0
-        wait_for(lambda: _serves(device.api, expected), what=f"serving y={expected}")
+        wait_for(lambda: _serves(device.api, expected), timeout=30, what=f"serving y={expected}")
         if phase == "committed":
             assert committed == second  # committed before the kill: it stays
     finally:
@@ -206,7 +206,7 @@ def test_a_directive_that_kills_the_agent_every_time_is_stopped_by_the_loop_guar
     try:
         device.start()
         first = bundles.push("dev-1", bundles.build(1, 1.0), window_s=0.2)
-        wait_for(lambda: device.settled_on(first), timeout=30, what="first bundle")
+        wait_for(lambda: device.settled_on(first), timeout=60, what="first bundle")
         device.stop()
         # The new bundle "crashes" the agent in its trial on every attempt (max_attempts=3).
         device.start(crash_at="trial")
@@ -225,7 +225,7 @@ def test_a_directive_that_kills_the_agent_every_time_is_stopped_by_the_loop_guar
         assert len(guard) == 1
         assert guard[0].bundle_digest == second
         assert guard[0].state == "failed"
-        wait_for(device.api.exists, what="inference API")
+        wait_for(device.api.exists, timeout=30, what="inference API")
         wait_for(lambda: _serves(device.api, 2.0), what="old model serving")
     finally:
         device.kill()
