@@ -603,7 +603,8 @@ class Agent:
         while True:
             in_trial = self._updater is not None and self._updater.phase is Phase.TRIAL
             try:
-                item = self._events.get(timeout=interval if in_trial else 1.0)
+                # Idle, the thread sleeps until an event comes (no periodic wake-ups).
+                item = self._events.get(timeout=interval if in_trial else None)
             except queue.Empty:
                 item = None
             if isinstance(item, _Stop):
