@@ -3,6 +3,7 @@ from it; ``import edgeops.agent`` stays free of host-only libraries."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import zipfile
@@ -76,3 +77,32 @@ def test_every_package_imports_from_the_installed_wheel(wheel, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_the_agent_extra_installs_neither_onnx_nor_onnxruntime(tmp_path):
+    # pip resolves the extra against the package index without installing anything.
+    report = tmp_path / "report.json"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--dry-run",
+            "--ignore-installed",
+            "--disable-pip-version-check",
+            "--report",
+            str(report),
+            f"{ROOT}[agent]",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    names = {
+        item["metadata"]["name"].lower().replace("_", "-")
+        for item in json.loads(report.read_text())["install"]
+    }
+    assert {"paho-mqtt", "numpy", "cryptography"} <= names
+    assert "onnx" not in names
+    assert "onnxruntime" not in names
