@@ -168,6 +168,8 @@ def test_kill_9_in_each_phase_ends_committed_or_back_on_the_old_bundle(rig, tmp_
         finally:
             stop_traffic.set()
         assert device.state()["phase"] == phase
+        # The broker saw the connection die without DISCONNECT: the will marks it offline.
+        wait_for(lambda: (s := rig.state("dev-1")) is not None and not s.online, what="will")
 
         # Run 3: no hook. Whatever it decides, it must settle and serve what it says.
         device.start()
