@@ -175,6 +175,7 @@ def from_proto(model: Any) -> OnnxGraph:
                 f"{value.name!r} is a {kind.replace('_type', '')}, not a tensor: TFLite "
                 "models take and return tensors only"
             )
+    _check_text(model.graph)
     nodes: list[Node] = []
     for index, proto in enumerate(model.graph.node):
         name = proto.name or f"{proto.op_type}_{index}"
@@ -207,6 +208,21 @@ def from_proto(model: Any) -> OnnxGraph:
         graph.shapes[name] = tuple(int(d) for d in value.shape)
         graph.dtypes[name] = value.dtype
     return graph
+
+
+def _check_text(graph: Any) -> None:
+    """ONNX is proto2, so a name with invalid UTF-8 parses and comes back as ``bytes``;
+    refuse it here rather than deep in a pass (found by fuzzing: an attribute name)."""
+    names: list[tuple[str, Any]] = [
+        *(("value name", v.name) for v in [*graph.input, *graph.output, *graph.initializer]),
+    ]
+    for node in graph.node:
+        names += [("op type", node.op_type), ("node name", node.name), ("domain", node.domain)]
+        names += [("value name", n) for n in [*node.input, *node.output]]
+        names += [("attribute name", a.name) for a in node.attribute]
+    for what, value in names:
+        if not isinstance(value, str):
+            raise ModelError(f"not a valid ONNX model: a {what} is not UTF-8 text: {value!r}")
 
 
 def _tensor_array(tensor: Any, what: str) -> npt.NDArray[Any]:

@@ -16,6 +16,7 @@ from edgeops.converters import layout
 from edgeops.converters.layout import Perm
 from edgeops.converters.lowering.context import Lowering, register
 from edgeops.converters.onnx_import import Node
+from edgeops.errors import ConversionError
 
 
 def _norm(axis: int, rank: int) -> int:
@@ -241,13 +242,15 @@ def lower_transpose(ctx: Lowering, node: Node) -> None:
     """Transpose emits nothing: its permutation moves into the output's layout."""
     name = node.inputs[0]
     rank = ctx.rank(name)
-    onnx_perm = node.attr("perm", list(reversed(range(rank))))
+    onnx_perm = [int(p) for p in node.attr("perm", list(reversed(range(rank))))]
+    if sorted(onnx_perm) != list(range(rank)):
+        # An out-of-range axis indexed past the layout (found by fuzzing).
+        raise ConversionError(
+            f"Transpose node {node.name!r}: expected perm to be a permutation of "
+            f"0..{rank - 1}, got {onnx_perm}"
+        )
     perm = ctx.perm(name)
-    ctx.alias(
-        node.outputs[0],
-        ctx.tensor(name, perm),
-        layout.compose_transpose(perm, [int(p) for p in onnx_perm]),
-    )
+    ctx.alias(node.outputs[0], ctx.tensor(name, perm), layout.compose_transpose(perm, onnx_perm))
 
 
 @register("Pad")

@@ -62,3 +62,31 @@ def test_agent_config_path_of_an_unknown_user_home_is_a_config_error(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"broker\.key: cannot expand"):
         AgentConfig.from_toml(text, base_dir=tmp_path, environ={})
+
+
+def test_onnx_attribute_name_that_is_not_utf8_is_a_model_error():
+    """proto2 hands invalid UTF-8 back as bytes; ``make_node(**attrs)`` raised TypeError."""
+    model = onnx.ModelProto()
+    model.ParseFromString(_model())
+    model.graph.node[0].attribute.add(name="keepdims", type=onnx.AttributeProto.INT, i=1)
+    data = model.SerializeToString().replace(b"keepdims", b"keep\x99ims")
+    with pytest.raises(ModelError, match="attribute name is not UTF-8"):
+        convert_model(data)
+
+
+@pytest.mark.parametrize("perm", [[1], [0]])
+def test_transpose_perm_that_is_not_a_permutation_is_a_conversion_error(perm):
+    """ONNX shape inference (not strict) lets a short or long perm through, and the
+    lowering indexed out of the layout: IndexError."""
+    from edgeops.errors import ConversionError
+
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["x"], ["y"], perm=perm)],
+        "regression",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    with pytest.raises(ConversionError, match=r"expected perm to be a permutation of 0\.\.1"):
+        convert_model(model.SerializeToString())
