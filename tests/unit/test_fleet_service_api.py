@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from http import HTTPStatus
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ def api(store):
     )
 
 
-def get(api: FleetApi, target: str) -> tuple[HTTPStatus, object]:
+def get(api: FleetApi, target: str) -> tuple[HTTPStatus, Any]:
     response = api.handle("GET", target)
     assert response.content_type == "application/json"
     return response.status, json.loads(response.body)
