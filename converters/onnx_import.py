@@ -104,12 +104,25 @@ class OnnxGraph:
                 return helper.make_tensor_value_info(name, elem, None)
             return helper.make_tensor_value_info(name, elem, list(shape))
 
-        nodes = [
-            helper.make_node(
-                n.op_type, n.inputs, n.outputs, name=n.name, domain=n.domain or None, **n.attrs
-            )
-            for n in self.nodes
-        ]
+        nodes = []
+        for n in self.nodes:
+            try:
+                nodes.append(
+                    helper.make_node(
+                        n.op_type,
+                        n.inputs,
+                        n.outputs,
+                        name=n.name,
+                        domain=n.domain or None,
+                        **n.attrs,
+                    )
+                )
+            except (ValueError, TypeError) as exc:
+                # An empty list attribute has no type to re-encode (found by fuzzing).
+                raise ConversionError(
+                    f"node {n.name!r}: cannot re-encode its attributes: {exc}"
+                ) from exc
+
         initializers = [numpy_helper.from_array(v, name=k) for k, v in self.constants.items()]
         graph = helper.make_graph(
             nodes,

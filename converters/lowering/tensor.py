@@ -275,6 +275,11 @@ def lower_pad(ctx: Lowering, node: Node) -> None:
             else list(range(rank))
         )
     count = len(axes)
+    if len(pads) != 2 * count:
+        # A short pads list indexed past its end (found by fuzzing).
+        raise ConversionError(
+            f"Pad node {node.name!r}: expected {2 * count} pads for {count} axes, got {len(pads)}"
+        )
     per_axis = {axes[i]: (int(pads[i]), int(pads[i + count])) for i in range(count)}
     if any(b < 0 or a < 0 for b, a in per_axis.values()):
         ctx.unsupported("negative pads (cropping)")

@@ -90,3 +90,35 @@ def test_transpose_perm_that_is_not_a_permutation_is_a_conversion_error(perm):
     model.ir_version = 8
     with pytest.raises(ConversionError, match=r"expected perm to be a permutation of 0\.\.1"):
         convert_model(model.SerializeToString())
+
+
+def _single(node: onnx.NodeProto, inits: dict[str, np.ndarray] | None = None) -> bytes:
+    graph = helper.make_graph(
+        [node],
+        "regression",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2, 3, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(v, k) for k, v in (inits or {}).items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_empty_list_attribute_is_a_conversion_error():
+    """``axes=[]`` has no element type to re-encode for shape inference: ValueError."""
+    from edgeops.errors import ConversionError
+
+    node = helper.make_node("ReduceMean", ["x"], ["y"])
+    node.attribute.add(name="axes", type=onnx.AttributeProto.INTS)
+    with pytest.raises(ConversionError, match="cannot re-encode its attributes"):
+        convert_model(_single(node))
+
+
+def test_pad_with_too_few_pads_is_a_conversion_error():
+    """Six pads for a 4-D input indexed past the list: IndexError."""
+    from edgeops.errors import ConversionError
+
+    node = helper.make_node("Pad", ["x", "p"], ["y"])
+    with pytest.raises(ConversionError, match="expected 8 pads for 4 axes, got 6"):
+        convert_model(_single(node, {"p": np.ones(6, np.int64)}))
