@@ -116,9 +116,13 @@ def test_empty_list_attribute_is_a_conversion_error():
 
 
 def test_pad_with_too_few_pads_is_a_conversion_error():
-    """Six pads for a 4-D input indexed past the list: IndexError."""
+    """The one-op Add model with its op turned into Pad: the constant (one float) becomes
+    the pads of a 2-D input and indexed past the list in the lowering: IndexError."""
+    from edgeops.agent.runtimes.testing import onnx_add_model
     from edgeops.errors import ConversionError
 
-    node = helper.make_node("Pad", ["x", "p"], ["y"])
-    with pytest.raises(ConversionError, match="expected 8 pads for 4 axes, got 6"):
-        convert_model(_single(node, {"p": np.ones(6, np.int64)}))
+    model = onnx.ModelProto()
+    model.ParseFromString(onnx_add_model())
+    model.graph.node[0].op_type = "Pad"
+    with pytest.raises(ConversionError, match="expected 4 pads for 2 axes, got 1"):
+        convert_model(model.SerializeToString())
