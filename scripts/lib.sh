@@ -54,3 +54,13 @@ ensure_shellcheck() {
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null
 }
+
+ensure_chromium() {
+    # tests/integration/test_dashboard*.py render the fleet dashboard in headless Chromium
+    if command -v chromium >/dev/null 2>&1; then
+        return 0
+    fi
+    step "install chromium from apt"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+}

@@ -212,6 +212,9 @@ function drawChart(svg, chart, series, since, now) {
     svg.append(group);
   }
   svg.dataset.points = String(total);
+  // Where the chart sits on the page, so a screenshot can be checked region by region.
+  const r = svg.getBoundingClientRect();
+  svg.dataset.rect = [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height].map(Math.round).join(",");
 }
 
 async function renderCharts(fleet) {
