@@ -54,6 +54,8 @@ Changes:
   the first weight scale (measured: 54 % max error against onnxruntime, where LiteRT is
   right). Hybrid FULLY_CONNECTED weights must be per-tensor; per-channel stays right for
   CONV_2D / DEPTHWISE_CONV_2D (hybrid, checked in 2.14) and for full-int8 FULLY_CONNECTED.
+  ``quantize_dynamic`` gives FULLY_CONNECTED one weight scale per tensor and leaves
+  TRANSPOSE_CONV float (2.14 has no hybrid TRANSPOSE_CONV).
 """
 
 from __future__ import annotations

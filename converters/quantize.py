@@ -22,9 +22,13 @@ Both follow the TFLite 8-bit quantization specification (``real = scale × (q �
   output scale (a convolution, an add…) is given that scale directly, and any other input
   is *requantized* by an int8→int8 QUANTIZE op.
 
-``dynamic`` stores int8 per-channel weights for the convolution and fully-connected ops with
-at least :data:`DYNAMIC_MIN_WEIGHTS` weights (TensorFlow's default) and keeps activations in
-float: LiteRT runs them with its hybrid kernels. ``int8`` calibrates every activation range by
+``dynamic`` stores int8 weights for the operators of :data:`DYNAMIC_OPS` with at least
+:data:`DYNAMIC_MIN_WEIGHTS` weights (TensorFlow's default) and keeps activations in float:
+the runtimes run them with their hybrid kernels. Convolution weights are per channel;
+FULLY_CONNECTED weights are per tensor (:data:`DYNAMIC_PER_TENSOR_OPS`), because a hybrid
+FULLY_CONNECTED with per-channel weights needs version 12 and tflite-runtime 2.14's kernel
+reads only the first scale. TRANSPOSE_CONV keeps float weights: 2.14 has no hybrid kernel
+for it. ``int8`` calibrates every activation range by
 running the float model in LiteRT on the calibration samples and converts every operator that
 has an int8 kernel; the rest run in float between DEQUANTIZE and QUANTIZE ops. Ranges come
 from min/max over the samples, or from a percentile of each sample's values averaged over
@@ -64,6 +68,14 @@ from edgeops.errors import ConfigError, ConversionError
 
 #: ``dynamic`` mode leaves weight tensors smaller than this in float (TensorFlow's default).
 DYNAMIC_MIN_WEIGHTS = 1024
+#: Operators whose weights ``dynamic`` mode stores as int8. Not TRANSPOSE_CONV: LiteRT runs
+#: it hybrid, but tflite-runtime 2.14 refuses the model ("weights->type != input->type").
+DYNAMIC_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"})
+#: Hybrid operators whose ``dynamic`` weights get one scale per tensor instead of per channel:
+#: per-channel hybrid FULLY_CONNECTED is version 12, above the 10 of tflite-runtime 2.14, whose
+#: kernel reads only the first scale (measured: 54 % max error; ``op_versions`` refuses it).
+#: Hybrid CONV_2D and DEPTHWISE_CONV_2D (grouped too) read every channel's scale there.
+DYNAMIC_PER_TENSOR_OPS = frozenset({"FULLY_CONNECTED"})
 
 _F32 = np.dtype(np.float32)
 _I8 = np.dtype(np.int8)
@@ -212,6 +224,16 @@ def symmetric_weights(
     # An all-zero channel still needs a positive scale; any value represents it exactly.
     scales = np.where(peak > 0, peak / 127.0, 1.0)
     return _apply_weight_scales(weights, scales, channel_dim), scales.astype(np.float32)
+
+
+def symmetric_weights_per_tensor(
+    weights: npt.NDArray[np.float32],
+) -> tuple[npt.NDArray[np.int8], float]:
+    """Symmetric int8 weights in [-127, 127] with one scale for the whole tensor (zp 0)."""
+    peak = float(np.abs(weights.astype(np.float64)).max()) if weights.size else 0.0
+    scale = peak / 127.0 if peak > 0 else 1.0
+    q = np.clip(np.round(weights.astype(np.float64) / scale), -127, 127).astype(np.int8)
+    return q, scale
 
 
 def _apply_weight_scales(
@@ -423,10 +445,13 @@ def quantize_graph(
 
 
 def quantize_dynamic(graph: Graph) -> Graph:
-    """Int8 per-channel weights, float activations (LiteRT's hybrid kernels)."""
+    """Int8 weights, float activations (the hybrid kernels).
+
+    Per channel for the convolutions, per tensor for :data:`DYNAMIC_PER_TENSOR_OPS`.
+    """
     out = _clone(graph)
     for op in out.operators:
-        if op.opcode not in WEIGHTED_OPS:
+        if op.opcode not in DYNAMIC_OPS:
             continue
         filter_index, _, dim = WEIGHTED_OPS[op.opcode]
         name = op.inputs[filter_index]
@@ -435,9 +460,13 @@ def quantize_dynamic(graph: Graph) -> Graph:
             continue
         if tensor.data.size < DYNAMIC_MIN_WEIGHTS:
             continue
-        q, scales = symmetric_weights(tensor.data, dim)
-        new_name = out.add_constant(f"{name}/int8", q, quantization=_per_channel(scales, dim))
-        op.inputs[filter_index] = new_name
+        if op.opcode in DYNAMIC_PER_TENSOR_OPS:
+            q, scale = symmetric_weights_per_tensor(tensor.data)
+            params = QuantParams(np.array([scale], np.float32), np.zeros(1, np.int64))
+        else:
+            q, scales = symmetric_weights(tensor.data, dim)
+            params = _per_channel(scales, dim)
+        op.inputs[filter_index] = out.add_constant(f"{name}/int8", q, quantization=params)
     out.remove_unused()
     return out
 
@@ -885,6 +914,8 @@ def _const_range(graph: Graph, name: str) -> tuple[float, float]:
 
 __all__ = [
     "DYNAMIC_MIN_WEIGHTS",
+    "DYNAMIC_OPS",
+    "DYNAMIC_PER_TENSOR_OPS",
     "FIXED_OUTPUT_PARAMS",
     "INT8_OPS",
     "SAME_SCALE_OPS",
@@ -902,4 +933,5 @@ __all__ = [
     "quantize_int8",
     "quantize_values",
     "symmetric_weights",
+    "symmetric_weights_per_tensor",
 ]

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import ai_edge_litert.schema_py_generated as schema
 import numpy as np
 import pytest
 from convert_helpers import make_model, run_onnx
@@ -391,3 +392,112 @@ def test_dynamic_mode_stores_int8_weights_and_float_activations(tmp_path: Path) 
     (expected,) = run_onnx(model, feeds)
     (actual,) = TfliteRunner(result.tflite).run(feeds, [expected.shape])
     assert sqnr_db(expected, actual) >= 30.0
+
+
+def _dynamic_sqnr(model: bytes, inputs: Mapping[str, Sequence[int]]) -> ConversionResult:
+    """Convert ``model`` in dynamic mode and assert ≥ 30 dB against onnxruntime on 3 inputs."""
+    result = convert_model(model, ConvertOptions(quantize="dynamic"))
+    runner = TfliteRunner(result.tflite)
+    refs: list[np.ndarray] = []
+    outs: list[np.ndarray] = []
+    for seed in range(3):
+        rng = np.random.default_rng(200 + seed)
+        feeds = {
+            name: rng.uniform(-2, 2, tuple(shape)).astype(np.float32)
+            for name, shape in inputs.items()
+        }
+        (expected,) = run_onnx(model, feeds)
+        refs.append(expected)
+        outs.append(runner.run(feeds, [expected.shape])[0])
+    sqnr = sqnr_db(np.stack(refs), np.stack(outs))
+    assert sqnr >= 30.0, f"dynamic SQNR {sqnr:.1f} dB < 30 dB"
+    return result
+
+
+@pytest.mark.parametrize(
+    ("nodes", "inputs", "constants"),
+    [
+        (  # Gemm with transB, alpha and beta folded into the weights
+            [helper.make_node("Gemm", ["x", "w", "b"], ["y0"], transB=1, alpha=0.5, beta=2.0)],
+            {"x": [2, 64]},
+            {"w": _w(32, 64), "b": _w(32)},
+        ),
+        (  # MatMul on a 3-D input: FULLY_CONNECTED with keepNumDims
+            [helper.make_node("MatMul", ["x", "w"], ["y0"])],
+            {"x": [1, 5, 64]},
+            {"w": _w(64, 48)},
+        ),
+        (  # a small MLP: Gemm, Relu, Gemm
+            [
+                helper.make_node("Gemm", ["x", "w", "b"], ["h"], transB=1),
+                helper.make_node("Relu", ["h"], ["r"]),
+                helper.make_node("Gemm", ["r", "w2", "b2"], ["y0"], transB=1),
+            ],
+            {"x": [1, 64]},
+            {"w": _w(48, 64), "b": _w(48), "w2": _w(40, 48), "b2": _w(40)},
+        ),
+    ],
+)
+def test_dynamic_fully_connected_has_per_tensor_weights(
+    nodes: list[Any], inputs: dict[str, list[int]], constants: dict[str, np.ndarray]
+) -> None:
+    # Per-channel hybrid FULLY_CONNECTED needs version 12, which tflite-runtime 2.14 lacks
+    # (its kernel reads one scale): dynamic mode gives FC weights one symmetric scale.
+    # Weights of very different magnitude per output channel make a per-tensor scale work.
+    constants = {
+        name: (value * np.logspace(-1, 1, value.shape[-1], dtype=np.float32)).astype(np.float32)
+        if value.ndim == 2
+        else value
+        for name, value in constants.items()
+    }
+    model = make_model(nodes, inputs, ["y0"], constants)
+    result = _dynamic_sqnr(model, inputs)
+    assert result.graph is not None
+    fcs = [op for op in result.graph.operators if op.opcode == "FULLY_CONNECTED"]
+    assert fcs
+    for op in fcs:
+        x, w = (result.graph.tensors[n] for n in op.inputs[:2] if n is not None)
+        assert x.dtype == np.float32
+        assert w.dtype == np.int8
+        assert w.quantization is not None
+        assert w.quantization.scales.size == 1
+        assert w.quantization.zero_points.tolist() == [0]
+        assert int(np.abs(w.data.astype(np.int32)).max()) == 127
+    # LiteRT reads the versions the writer chose; 2.14's limit for FULLY_CONNECTED is 10.
+    versions = [
+        code.version
+        for code in schema.ModelT.InitFromPackedBuf(result.tflite, 0).operatorCodes
+        if code.builtinCode == schema.BuiltinOperator.FULLY_CONNECTED
+    ]
+    assert versions
+    assert max(versions) <= 10
+
+
+def test_dynamic_convolutions_keep_per_channel_weights() -> None:
+    model = make_model(
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("Conv", ["c", "dw", "db"], ["y0"], pads=[1, 1, 1, 1], group=32),
+        ],
+        {"x": [1, 16, 8, 8]},
+        ["y0"],
+        {"w": _w(32, 16, 3, 3), "b": _w(32), "dw": _w(32, 1, 6, 6), "db": _w(32)},
+    )
+    result = _dynamic_sqnr(model, {"x": [1, 16, 8, 8]})
+    conv = _tensor(result, "CONV_2D", 1)
+    depthwise = _tensor(result, "DEPTHWISE_CONV_2D", 1)
+    assert conv.quantization is not None
+    assert depthwise.quantization is not None
+    assert (conv.quantization.scales.size, conv.quantization.quantized_dimension) == (32, 0)
+    assert (depthwise.quantization.scales.size, depthwise.quantization.quantized_dimension) == (
+        32,
+        3,
+    )
+
+
+def test_dynamic_conv_transpose_keeps_float_weights() -> None:
+    # tflite-runtime 2.14 has no hybrid TRANSPOSE_CONV: it refuses int8 weights with a float
+    # input ("weights->type != input->type").
+    model = _one("ConvTranspose", {"x": [1, 16, 6, 6]}, {"w": _w(16, 32, 3, 3), "b": _w(32)}, {})
+    result = convert_model(model, ConvertOptions(quantize="dynamic"))
+    assert _tensor(result, "TRANSPOSE_CONV", 1).dtype == np.float32
