@@ -218,6 +218,13 @@ class Simulator:
         running = len(self.agents)
         return max(self.rss_after - self.rss_before, 0) // running if running else 0
 
+    def measure_rss(self) -> int:
+        """Take the process's resident size now (e.g. once every agent loaded a model);
+        :attr:`rss_per_agent_bytes` then reports against it. Returns the new per-agent
+        figure."""
+        self.rss_after = _rss_bytes()
+        return self.rss_per_agent_bytes
+
     def running_bundle(self, device_id: str) -> str | None:
         """The committed bundle digest of a running agent (its ``state.json``)."""
         committed = self.agents[device_id].state.committed
