@@ -152,7 +152,7 @@ function renderRollouts(views) {
       }
       row.append(
         el("span", {}, w.canary ? "canary" : "wave " + w.index),
-        el("span", { class: "muted" }, w.stage),
+        el("span", { class: "muted" }, w.stage.replace(/_/g, " ")),
         bar,
         el("span", { class: "muted" }, w.devices + (w.devices === 1 ? " device" : " devices") + (parts.length ? ": " + parts.join(", ") : "")),
       );

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ class Setup:
     def directives(self, device_id: str) -> list[tuple[str, str]]:
         """(action, bundle) of every directive the device got, verified with the root."""
         trusted = TrustedState(FleetDir.open(self.fleet.path).root_bytes(), now=datetime.now(UTC))
-        out = []
+        out: list[tuple[str, str]] = []
         for message in self.broker.publishes_to(device_directive_topic(FLEET, device_id)):
             directive = trusted.verify_directive(message.payload, device_id=device_id)
             out.append((directive.action, directive.bundle.sha256))
@@ -219,7 +220,7 @@ def test_a_restarted_service_resumes_the_rollout(setup) -> None:
     wait_for("succeeded after the canary", lambda: rollout(second)["devices"][first] == "committed")
     for device_id in setup.demo.devices:
         if device_id != first:
-            wait_for(f"{device_id} sent", lambda d=device_id: setup.directives(d))
+            wait_for(f"{device_id} sent", partial(setup.directives, device_id))
             setup.commit(device_id)
     wait_for("succeeded", lambda: rollout(second)["status"] == "succeeded", timeout=20)
     # The canary got its install once: the new service did not send it again.
