@@ -40,8 +40,22 @@ class Node:
         """The attribute ``key`` (strings decoded), or ``default``."""
         value = self.attrs.get(key, default)
         if isinstance(value, bytes):
-            return value.decode("utf-8")
+            try:
+                return value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ConversionError(
+                    f"{self.op_type} node {self.name!r}: attribute {key!r} is not UTF-8 text"
+                ) from exc
         return value
+
+    def require(self, key: str) -> Any:
+        """The attribute ``key``, which the op's schema requires; a model without it is
+        malformed (fuzzing found lowerings calling ``int(None)``)."""
+        if key not in self.attrs:
+            raise ConversionError(
+                f"{self.op_type} node {self.name!r}: missing required attribute {key!r}"
+            )
+        return self.attr(key)
 
 
 @dataclass
@@ -160,7 +174,12 @@ def record_value_infos(graph: OnnxGraph, proto_graph: Any) -> None:
             continue
         elem = info.type.tensor_type.elem_type
         if elem:
-            graph.dtypes[info.name] = np.dtype(helper.tensor_dtype_to_np_dtype(elem))
+            try:
+                graph.dtypes[info.name] = np.dtype(helper.tensor_dtype_to_np_dtype(elem))
+            except (KeyError, ValueError, TypeError) as exc:  # an enum value onnx does not know
+                raise ModelError(
+                    f"not a valid ONNX model: {info.name!r} has unknown element type {elem}"
+                ) from exc
         shape = _shape_of(info.type)
         if shape is not None:
             graph.shapes[info.name] = shape

@@ -132,7 +132,7 @@ def lower_lrn(ctx: Lowering, node: Node) -> None:
     ``radius = (size − 1) / 2`` and ``alpha = alpha / size`` (odd ``size`` only: an even
     window is not centred).
     """
-    size = int(node.attr("size"))
+    size = int(node.require("size"))
     if size % 2 == 0:
         ctx.unsupported(f"even size={size} (the TFLite window is centred)")
     if ctx.rank(node.inputs[0]) != 4:

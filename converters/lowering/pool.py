@@ -45,7 +45,7 @@ def _pool_geometry(
     if len(shape) not in (3, 4):
         ctx.unsupported(f"only 1-D and 2-D pooling is lowered, got rank {len(shape)}")
     dims = len(shape) - 2
-    kernel = [int(k) for k in node.attr("kernel_shape")]
+    kernel = [int(k) for k in node.require("kernel_shape")]
     strides = [int(s) for s in node.attr("strides", [1] * dims)]
     dilations = [int(d) for d in node.attr("dilations", [1] * dims)]
     if any(d != 1 for d in dilations):

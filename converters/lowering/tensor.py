@@ -34,7 +34,7 @@ def _layout_of_inputs(ctx: Lowering, names: list[str]) -> Perm:
 def lower_concat(ctx: Lowering, node: Node) -> None:
     """Concat → CONCATENATION on the remapped axis (inputs brought to one layout)."""
     rank = ctx.rank(node.outputs[0])
-    axis = _norm(int(node.attr("axis")), rank)
+    axis = _norm(int(node.require("axis")), rank)
     names = [n for n in node.inputs if n and int(np.prod(ctx.shape(n))) > 0]
     perm = _layout_of_inputs(ctx, names)
     inputs = [ctx.tensor(n, perm) for n in names]
@@ -80,7 +80,7 @@ def lower_slice(ctx: Lowering, node: Node) -> None:
     shape = ctx.shape(name)
     rank = len(shape)
     if ctx.source.opset < 10:
-        starts, ends = node.attr("starts"), node.attr("ends")
+        starts, ends = node.require("starts"), node.require("ends")
         axes = node.attr("axes", list(range(len(starts))))
         steps = [1] * len(starts)
     else:
@@ -260,7 +260,7 @@ def lower_pad(ctx: Lowering, node: Node) -> None:
     rank = ctx.rank(name)
     mode = node.attr("mode", "constant")
     if ctx.source.opset < 11:
-        pads = list(node.attr("pads"))
+        pads = list(node.require("pads"))
         value = float(node.attr("value", 0.0))
         axes = list(range(rank))
     else:
@@ -325,7 +325,7 @@ def lower_pad(ctx: Lowering, node: Node) -> None:
 def lower_depth_space(ctx: Lowering, node: Node) -> None:
     """DepthToSpace (DCR; CRD via a channel GATHER) and SpaceToDepth → the NHWC ops."""
     name = node.inputs[0]
-    block = int(node.attr("blocksize"))
+    block = int(node.require("blocksize"))
     x = ctx.tensor(name, layout.NHWC)
     out = ctx.output(node.outputs[0], layout.NHWC)
     if node.op_type == "SpaceToDepth":

@@ -126,3 +126,26 @@ def test_pad_with_too_few_pads_is_a_conversion_error():
     model.graph.node[0].op_type = "Pad"
     with pytest.raises(ConversionError, match="expected 4 pads for 2 axes, got 1"):
         convert_model(model.SerializeToString())
+
+
+def test_missing_required_attribute_is_a_conversion_error():
+    """Concat without ``axis`` reached ``int(None)`` in the lowering: TypeError."""
+    from edgeops.errors import ConversionError
+
+    model = onnx.ModelProto()
+    model.ParseFromString(_model())
+    model.graph.node[0].op_type = "Concat"
+    # A declared output shape stands in for what ONNX shape inference cannot infer.
+    for dim in (2, 4):
+        model.graph.output[0].type.tensor_type.shape.dim.add(dim_value=dim)
+    with pytest.raises(ConversionError, match="missing required attribute 'axis'"):
+        convert_model(model.SerializeToString())
+
+
+def test_unknown_element_type_is_a_model_error():
+    """An elem_type enum onnx does not know: KeyError from its dtype table."""
+    model = onnx.ModelProto()
+    model.ParseFromString(_model())
+    model.graph.input[0].type.tensor_type.elem_type = 33
+    with pytest.raises(ModelError, match="unknown element type 33"):
+        convert_model(model.SerializeToString())
