@@ -1,0 +1,96 @@
+"""``edgeops simulate`` and :class:`~edgeops.fleet.simulate.Simulator` on the fleet's own
+broker config: devices enrolled once, offline devices never connect, online ones install a
+pushed bundle and report real inference latency."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edgeops.fleet.push import Push
+from edgeops.fleet.registry import open_registry
+from edgeops.fleet.rollout import RolloutPolicy
+
+from .test_push import GROUP, Rig
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def rig(tmp_path):
+    rig = Rig(tmp_path)
+    try:
+        yield rig
+    finally:
+        rig.stop()
+
+
+def test_offline_devices_stay_away_and_the_others_report_real_latency(rig):
+    sim = rig.simulator(offline_devices=["sim-005"])
+    try:
+        assert sorted(sim.agents) == [f"sim-{i:03d}" for i in range(5)]
+        policy = RolloutPolicy(
+            waves=(100.0,),
+            soak_s=1.5,
+            wave_timeout_s=4.0,
+            max_failures_percent=20.0,
+            max_p95_regression_percent=None,
+        )
+        with Push(rig.root, rig.bundles[0], group=GROUP, policy=policy) as push:
+            result = push.run()
+        assert result.succeeded, result.reason
+        counts = result.waves[0]["counts"]
+        assert (counts["committed"], counts["silent"]) == (5, 1)
+        store = open_registry(rig.root)
+        try:
+            devices = {d.device_id: d for d in store.list_devices(group=GROUP)}
+            assert not devices["sim-005"].online
+            assert devices["sim-005"].bundle is None
+            for device_id in sim.agents:
+                record = devices[device_id]
+                assert record.online
+                assert record.bundle == rig.v1
+                # The load thread's requests, timed by the agent: at least the simulated
+                # board's 5 ms per request, far from a made-up figure.
+                assert record.p95_ms is not None
+                assert 5.0 <= record.p95_ms < 200.0, record.p95_ms
+        finally:
+            store.close()
+        assert sim.measure_rss() > 0
+    finally:
+        sim.stop()
+
+
+def test_the_command_enrolls_once_and_runs_until_its_duration(rig):
+    command = [
+        sys.executable,
+        "-m",
+        "edgeops",
+        "simulate",
+        "--fleet",
+        str(rig.root),
+        "--devices",
+        "3",
+        "--offline",
+        "0.34",
+        "--duration",
+        "1",
+        "--json",
+    ]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stdout)
+    assert (summary["devices"], summary["running"], len(summary["offline"])) == (3, 2, 1)
+    cert = (rig.root / "simulator" / "sim-000" / "tls" / "device.crt").read_bytes()
+    second = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert second.returncode == 0, second.stderr
+    # Reused, not enrolled again: the same certificate.
+    assert (rig.root / "simulator" / "sim-000" / "tls" / "device.crt").read_bytes() == cert
+    store = open_registry(rig.root)
+    try:
+        assert len(store.list_devices(group="sim")) == 3
+    finally:
+        store.close()
