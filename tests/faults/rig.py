@@ -1,0 +1,223 @@
+"""The fault suite's rig: a fleet folder from ``edgeops fleet init`` with its generated
+Mosquitto config (TLS client certificates, ACL, persistence), signed releases of a real
+model (``y = x + release``), and a recorder that listens to every device's events and
+telemetry for the whole test.
+
+The recorder is a second fleet-manager identity (``[broker] managers``) with a persistent
+session, so it stays subscribed across broker restarts while the manager's own identity is
+free for ``edgeops push``; what it receives is the evidence for "nothing lost". It also
+publishes what a test sends by hand (chunks, directives): it has the manager's rights.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from edgeops.agent.daemon import Agent
+from edgeops.agent.runtimes.testing import tflite_add_model
+from edgeops.broker import find_mosquitto, free_port, wait_for_port
+from edgeops.bundle import create_bundle, verify_bundle
+from edgeops.fleet.broker_config import BrokerFiles, write_broker_config
+from edgeops.fleet.ca import issue_certificate
+from edgeops.fleet.fleetdir import FleetDir, init_fleet
+from edgeops.fleet.push import Push, PushResult
+from edgeops.fleet.rollout import RolloutPolicy
+from edgeops.fleet.simulate import Simulator
+from edgeops.mqtt import Message, MqttSettings, PahoLink, TlsSettings
+from edgeops.protocol import EventMessage, TelemetryMessage, events_topic, parse_topic
+from edgeops.trust import SigningKey
+
+FLEET = "demo"
+RECORDER = "fault-recorder"
+X = np.ones((1, 4), dtype=np.float32)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    if not predicate():
+        raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+class FaultRig:
+    """A fleet folder, its Mosquitto (run from the fleet's own config), the recorder's
+    link (``link``) and signed releases."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root / "fleet"
+        self.port = free_port()
+        init_fleet(self.root, name=FLEET, broker_url=f"mqtts://127.0.0.1:{self.port}")
+        self.dir = FleetDir.open(self.root)
+        self.files = BrokerFiles.of(self.root)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = root / "broker.log"
+        self.link: PahoLink | None = None
+        self.received: list[Message] = []
+        self._lock = threading.Lock()
+        self.sequence = 0
+        toml = self.root / "edgeops.toml"
+        text = toml.read_text()
+        assert "[broker]\n" in text
+        toml.write_text(
+            text.replace(
+                "[broker]\n", f'[broker]\nmanagers = ["edgeops-fleet-manager", "{RECORDER}"]\n', 1
+            )
+        )
+        write_broker_config(self.root)
+        key_pem, cert_pem = issue_certificate(self.root, RECORDER, kind="manager")
+        (self.root / f"{RECORDER}.key").write_bytes(key_pem)
+        (self.root / f"{RECORDER}.crt").write_bytes(cert_pem)
+        self.telemetry: dict[str, list[int]] = {}
+        self._telemetry_lock = threading.Lock()
+        self.release_key = SigningKey.load(self.dir.key_path("release"))
+        self.bundle_dir = root / "bundles"
+        self.bundle_dir.mkdir()
+        self.inputs = self.bundle_dir / "inputs.npz"
+        np.savez(self.inputs, x=np.stack([X, X * 2, X * 3]))
+        self._bundles: dict[int, tuple[Path, str]] = {}
+
+    # ------------------------------------------------------------------ broker
+
+    def _tls(self, name: str) -> TlsSettings:
+        return TlsSettings(
+            cafile=self.dir.ca_cert,
+            certfile=self.root / f"{name}.crt",
+            keyfile=self.root / f"{name}.key",
+        )
+
+    def _start_broker(self) -> None:
+        binary = find_mosquitto()
+        assert binary, "mosquitto is not installed"
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [binary, "-c", str(self.files.config)], stdout=log, stderr=subprocess.STDOUT
+            )
+        assert wait_for_port("127.0.0.1", self.port, 10), self.log.read_text()
+
+    def start(self) -> None:
+        self._start_broker()
+        self.link = PahoLink(
+            MqttSettings(
+                host="127.0.0.1",
+                port=self.port,
+                client_id=RECORDER,
+                clean_session=False,
+                tls=self._tls(RECORDER),
+            )
+        )
+        self.link.connect(timeout=10)
+        self.link.subscribe(f"edgeops/v1/{FLEET}/dev/+/events", self._on_event).wait(5)
+        self.link.subscribe(f"edgeops/v1/{FLEET}/dev/+/telemetry", self._on_telemetry).wait(5)
+
+    def stop(self) -> None:
+        if self.link is not None:
+            self.link.close()
+            self.link = None
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+    def restart_broker(self, down_s: float = 1.0) -> None:
+        """Stop Mosquitto (SIGTERM: it saves its persistence file), wait, start it again
+        on the same port; every client reconnects on its own."""
+        assert self.process is not None
+        self.process.terminate()
+        self.process.wait(10)
+        time.sleep(down_s)
+        self._start_broker()
+
+    # ------------------------------------------------------------------ telemetry
+
+    def _on_telemetry(self, message: Message) -> None:
+        topic = parse_topic(message.topic)
+        seq = TelemetryMessage.from_bytes(message.payload).seq
+        with self._telemetry_lock:
+            self.telemetry.setdefault(topic.device_id, []).append(seq)
+
+    def _on_event(self, message: Message) -> None:
+        with self._lock:
+            self.received.append(message)
+
+    def events(self, device_id: str) -> list[EventMessage]:
+        """The update events the device sent while the manager link was up."""
+        topic = events_topic(FLEET, device_id)
+        with self._lock:
+            messages = [m for m in self.received if m.topic == topic]
+        return [EventMessage.from_bytes(m.payload) for m in messages]
+
+    def received_seqs(self, device_id: str) -> list[int]:
+        with self._telemetry_lock:
+            return list(self.telemetry.get(device_id, []))
+
+    def assert_telemetry_complete(self, device_id: str, *, first: int, last: int) -> None:
+        """Every sequence number ``first..last`` of the device reached the recorder."""
+        seen = set(self.received_seqs(device_id))
+        missing = [s for s in range(first, last + 1) if s not in seen]
+        assert not missing, f"{device_id}: telemetry seqs {missing} never arrived"
+
+    # ------------------------------------------------------------------ bundles
+
+    def bundle(self, release: int) -> tuple[Path, str]:
+        """The signed bundle of ``release`` (``y = x + release``) and its digest."""
+        if release not in self._bundles:
+            model = self.bundle_dir / f"add{release}.tflite"
+            model.write_bytes(tflite_add_model(constant=float(release)))
+            output = self.bundle_dir / f"adder-{release}.bundle"
+            create_bundle(
+                model,
+                name="adder",
+                version=f"{release}.0",
+                release=release,
+                signing_keys=[self.release_key],
+                output=output,
+                test_inputs=self.inputs,
+            )
+            digest = verify_bundle(output, self.dir.trusted()).sha256
+            self._bundles[release] = (output, digest)
+        return self._bundles[release]
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+GROUP = "sim"
+
+
+def simulator(rig: FaultRig, devices: int, **options: object) -> Simulator:
+    """``devices`` real agents (``sim-000``…) of the rig's fleet, enrolled, not started."""
+    return Simulator(
+        rig.root,
+        devices=devices,
+        group=GROUP,
+        board="generic-x86_64",
+        telemetry_interval_s=0.5,
+        trial_window_s=1.0,
+        workdir=rig.root.parent / "devices",
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def push(rig: FaultRig, release: int, policy: RolloutPolicy) -> PushResult:
+    """``edgeops push`` of ``release`` to the group, in the foreground."""
+    bundle, _ = rig.bundle(release)
+    with Push(rig.root, bundle, group=GROUP, policy=policy) as job:
+        return job.run()
+
+
+def assert_serving(agent: Agent, release: int) -> None:
+    """The agent's in-process inference API answers ``y = x + release``."""
+    outputs = agent.infer({"x": X})
+    assert outputs, agent.device_id
+    for value in outputs.values():
+        assert np.allclose(value, X + release), (agent.device_id, value)
