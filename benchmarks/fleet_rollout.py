@@ -1,0 +1,203 @@
+"""A rollout of a 3 MB bundle to simulated devices, against plain fan-out of the same bytes.
+
+    python benchmarks/fleet_rollout.py [--devices 200] [--bundle-mb 3] [--chunk-kib 256]
+
+Prints one JSON object. In one run:
+
+* a fleet from ``init_fleet`` and its generated Mosquitto config (TLS, client certificates,
+  ACL) on a loopback port; ``--devices`` real agents in this process
+  (:class:`~edgeops.fleet.simulate.Simulator`: each with its own certificate, verifying,
+  health-checking and trialling a real LiteRT model);
+* ``rollout_s`` — :class:`~edgeops.fleet.push.Push` of a bundle of ``--bundle-mb`` (a tiny
+  model plus an incompressible extra file) in one wave without health gates, from the first
+  chunk published until every device reported it committed: publishing, the broker's
+  fan-out, each device's fetch, verification, unpacking, health check and its trial window
+  (``trial_window_s``, a fixed wait on every device that plain delivery does not have);
+* ``plain_paho_s`` — ``benchmarks/mqtt_fanout.py``'s ``plain_paho_fanout``: as many plain
+  paho subscribers receive the same bundle's retained chunks from a Mosquitto of the same
+  binary on this machine (plaintext, anonymous: that function's broker), started after the
+  rollout so they do not share the CPU;
+* ``rollout_vs_plain`` and ``rollout_minus_trial_vs_plain``: the ratios;
+* ``manager_publishes`` — what the fleet manager sent: chunks + meta (independent of the
+  fleet size) and one directive per device;
+* ``agent_rss_mb`` — resident memory the agents added to this process, per agent, once each
+  serves the model (``agent_rss_mb_before_install``: connected, no model yet). The first
+  agent also pays for the libraries (LiteRT, numpy, OpenSSL) the process loads once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from mqtt_fanout import _broker_config, plain_paho_fanout
+
+from edgeops.agent.runtimes.testing import tflite_add_model
+from edgeops.broker import MosquittoBroker, find_mosquitto, free_port, wait_for_port
+from edgeops.bundle import create_bundle
+from edgeops.fleet.broker_config import BrokerFiles, write_broker_config
+from edgeops.fleet.fleetdir import FleetDir, init_fleet
+from edgeops.fleet.push import Push
+from edgeops.fleet.rollout import RolloutPolicy
+from edgeops.fleet.simulate import Simulator
+from edgeops.mqtt import MqttSettings, PahoLink, publish_bundle
+from edgeops.trust import SigningKey
+
+FANOUT_FLEET = "bench"  # the fleet name plain_paho_fanout subscribes under
+
+
+def build_bundle(fleet: FleetDir, folder: Path, megabytes: float) -> Path:
+    key = SigningKey.load(fleet.key_path("release"))
+    model = folder / "add.tflite"
+    model.write_bytes(tflite_add_model())
+    inputs = folder / "inputs.npz"
+    x = np.ones((1, 4), dtype=np.float32)
+    np.savez(inputs, x=np.stack([x, x * 2]))
+    padding = folder / "weights.bin"
+    padding.write_bytes(random.Random(1).randbytes(int(megabytes * 1024 * 1024)))
+    output = folder / "bench.bundle"
+    create_bundle(
+        model,
+        name="bench",
+        version="1.0",
+        release=1,
+        signing_keys=[key],
+        output=output,
+        test_inputs=inputs,
+        extra_files={"weights.bin": padding},
+    )
+    return output
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument("--bundle-mb", type=float, default=3.0)
+    parser.add_argument("--chunk-kib", type=int, default=256)
+    parser.add_argument("--trial-window-s", type=float, default=1.0)
+    args = parser.parse_args()
+
+    folder = Path(tempfile.mkdtemp(prefix="edgeops-bench-rollout-"))
+    broker: subprocess.Popen[bytes] | None = None
+    sim: Simulator | None = None
+    try:
+        port = free_port()
+        fleet = init_fleet(
+            folder / "fleet", name="bench-fleet", broker_url=f"mqtts://127.0.0.1:{port}"
+        )
+        write_broker_config(fleet.path)
+        binary = find_mosquitto()
+        if binary is None:
+            raise SystemExit("mosquitto is not installed")
+        with (folder / "broker.log").open("wb") as log:
+            broker = subprocess.Popen(
+                [binary, "-c", str(BrokerFiles.of(fleet.path).config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        if not wait_for_port("127.0.0.1", port, 10):
+            raise SystemExit((folder / "broker.log").read_text())
+        bundle = build_bundle(fleet, folder, args.bundle_mb)
+
+        started = time.perf_counter()
+        sim = Simulator(
+            fleet.path,
+            devices=args.devices,
+            board="generic-x86_64",
+            telemetry_interval_s=5.0,
+            trial_window_s=args.trial_window_s,
+            request_interval_s=0.5,
+        )
+        sim.enroll()
+        enroll_s = time.perf_counter() - started
+        sim.start()
+        sim.wait_connected(timeout=120)
+        start_s = time.perf_counter() - started - enroll_s
+
+        policy = RolloutPolicy(
+            waves=(100.0,),
+            soak_s=0.0,
+            max_error_rate_percent=None,
+            max_p95_regression_percent=None,
+            wave_timeout_s=600.0,
+        )
+        with Push(
+            fleet.path, bundle, group=sim.group, policy=policy, chunk_size=args.chunk_kib * 1024
+        ) as push:
+            push.verify()
+            began = time.perf_counter()
+            push.prepare()
+            prepared = time.perf_counter() - began
+            result = push.run()
+            rollout_s = time.perf_counter() - began
+        if not result.succeeded:
+            raise SystemExit(f"rollout did not succeed: {result.reason}")
+        committed = sum(1 for d in sim.agents if sim.running_bundle(d) == result.bundle)
+        idle_rss_mb = sim.rss_per_agent_bytes / 2**20
+        time.sleep(2.0)  # a few inference requests and a telemetry sample on the new model
+        rss_mb = sim.measure_rss() / 2**20
+        sim.stop()
+        sim = None
+        broker.terminate()
+        broker.wait(10)
+        broker = None
+
+        data = bundle.read_bytes()
+        with MosquittoBroker(_broker_config(), workdir=folder / "plain-broker") as plain:
+            publisher = PahoLink(MqttSettings(host=plain.host, port=plain.port, client_id="fleet"))
+            publisher.connect(timeout=10)
+            meta = publish_bundle(publisher, FANOUT_FLEET, data, chunk_size=args.chunk_kib * 1024)
+            publisher.close()
+            plain_s = plain_paho_fanout(plain, meta.digest, meta.chunk_count, args.devices)
+    finally:
+        if sim is not None:
+            sim.stop()
+        if broker is not None:
+            broker.terminate()
+            broker.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    print(
+        json.dumps(
+            {
+                "devices": args.devices,
+                "bundle_bytes": len(data),
+                "chunk_size": meta.chunk_size,
+                "chunks": meta.chunk_count,
+                "enroll_s": round(enroll_s, 2),
+                "agents_start_s": round(start_s, 2),
+                "agent_rss_mb_before_install": round(idle_rss_mb, 2),
+                "agent_rss_mb": round(rss_mb, 2),
+                "push_prepare_s": round(prepared, 3),
+                "rollout_s": round(rollout_s, 3),
+                "committed": committed,
+                "trial_window_s": args.trial_window_s,
+                "plain_paho_s": round(plain_s, 3),
+                "rollout_vs_plain": round(rollout_s / plain_s, 2),
+                "rollout_minus_trial_vs_plain": round(
+                    (rollout_s - args.trial_window_s) / plain_s, 2
+                ),
+                "manager_publishes": {
+                    "bundle": result.chunk_publishes,
+                    "directives": result.directive_publishes,
+                },
+                "target_ratio": 1.5,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
