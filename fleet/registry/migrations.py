@@ -135,6 +135,18 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX rollout_requests_pending ON rollout_requests(rollout_id, handled)",
         ),
     ),
+    (
+        2,
+        (
+            # Who drives a rollout: one process at a time (fleet serve instances, push),
+            # for a lease it renews while it runs (claim_rollout).
+            """CREATE TABLE rollout_leases (
+                rollout_id TEXT PRIMARY KEY,
+                owner TEXT NOT NULL,
+                expires DOUBLE PRECISION NOT NULL
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

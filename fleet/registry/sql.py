@@ -801,6 +801,36 @@ class SqlStore:
         result: list[RolloutRequest] = self._run(read)
         return result
 
+    def claim_rollout(self, rollout_id: str, owner: str, *, now: float, ttl_s: float) -> str:
+        def write(cur: Any) -> str:
+            # Insert when free, take over when expired, renew when ours; the WHERE clause is
+            # re-checked by PostgreSQL after a concurrent update, and SQLite's BEGIN
+            # IMMEDIATE serializes claims outright.
+            cur.execute(
+                self._sql(
+                    "INSERT INTO rollout_leases (rollout_id, owner, expires) VALUES (?, ?, ?) "
+                    "ON CONFLICT (rollout_id) DO UPDATE SET owner = excluded.owner, "
+                    "expires = excluded.expires "
+                    "WHERE rollout_leases.owner = excluded.owner OR rollout_leases.expires < ?"
+                ),
+                (rollout_id, owner, now + ttl_s, now),
+            )
+            cur.execute(
+                self._sql("SELECT owner FROM rollout_leases WHERE rollout_id = ?"), (rollout_id,)
+            )
+            return str(cur.fetchone()[0])
+
+        holder: str = self._run(write)
+        return holder
+
+    def release_rollout(self, rollout_id: str, owner: str) -> None:
+        self._run(
+            lambda cur: cur.execute(
+                self._sql("DELETE FROM rollout_leases WHERE rollout_id = ? AND owner = ?"),
+                (rollout_id, owner),
+            )
+        )
+
     def mark_request_handled(self, request_id: str, *, now: float) -> None:
         self._run(
             lambda cur: cur.execute(

@@ -137,5 +137,13 @@ class RegistryStore(Protocol):
     def mark_request_handled(self, request_id: str, *, now: float) -> None:
         """Record that the runner acted on a request."""
 
+    def claim_rollout(self, rollout_id: str, owner: str, *, now: float, ttl_s: float) -> str:
+        """Take the lease on driving ``rollout_id`` for ``ttl_s`` seconds when it is free,
+        expired or already ``owner``'s (then renewed); returns the holder afterwards, so
+        ``owner`` means the caller may drive it. Atomic across processes."""
+
+    def release_rollout(self, rollout_id: str, owner: str) -> None:
+        """Give the lease up (a no-op unless ``owner`` holds it)."""
+
 
 __all__ = ["ROLLOUT_ACTIONS", "RegistryStore"]

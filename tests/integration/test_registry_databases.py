@@ -17,7 +17,7 @@ import pytest
 from test_registry import *  # noqa: F403 - the contract tests, run here on every store
 
 from edgeops.fleet.registry import SqliteStore, TelemetryRow, open_registry
-from edgeops.fleet.registry.migrations import LATEST_VERSION
+from edgeops.fleet.registry.migrations import LATEST_VERSION, MIGRATIONS
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +61,8 @@ def test_sqlite_registry_is_in_wal_mode_with_foreign_keys(tmp_path):
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         versions = conn.execute("SELECT version FROM schema_version").fetchall()
-        assert versions == [(LATEST_VERSION,)]
+        assert versions == [(version,) for version, _ in MIGRATIONS]
+        assert versions[-1] == (LATEST_VERSION,)
     finally:
         conn.close()
 
