@@ -5,6 +5,7 @@ from __future__ import annotations
 from edgeops.cli import (
     app,
     convert,  # noqa: F401 - edgeops convert
+    demo,  # noqa: F401 - edgeops demo
     device,  # noqa: F401 - edgeops device enroll (on the device group of status)
     fleet_serve,  # noqa: F401 - edgeops fleet serve (on fleet_app)
     push,  # noqa: F401 - edgeops push
