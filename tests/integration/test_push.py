@@ -283,3 +283,53 @@ def test_a_push_killed_mid_rollout_is_finished_by_running_it_again(rig):
         assert all(sim.running_bundle(d) == rig.v2 for d in IDS)
     finally:
         sim.stop()
+
+
+def test_ctrl_c_leaves_the_rollout_paused_and_it_resumes_where_it_stopped(rig):
+    sim = rig.simulator()
+    try:
+        rig.baseline(sim)
+        command = [
+            sys.executable,
+            "-m",
+            "edgeops",
+            "push",
+            str(rig.bundles[1]),
+            "--fleet",
+            str(rig.root),
+            "--group",
+            GROUP,
+            "--id",
+            "r-int",
+            *GATES,
+        ]
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        store = open_registry(rig.root)
+        try:
+
+            def canary_committed() -> bool:
+                record = store.get_rollout("r-int")
+                return record is not None and record.device_phases.get("sim-000") == "committed"
+
+            assert wait_for(canary_committed, timeout=30), "the canary never committed"
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=20)
+            assert process.returncode == 130, stderr
+            assert "edgeops rollout resume r-int" in stderr
+            record = store.get_rollout("r-int")
+            assert record is not None
+            assert record.status == "paused"
+        finally:
+            store.close()
+        # Paused between waves: nobody past the canary was sent the bundle.
+        assert all(last_directive_bundle(sim, d) == rig.v1 for d in IDS[3:])
+        resumed = CliRunner().invoke(app, ["rollout", "resume", "r-int", "--fleet", str(rig.root)])
+        assert resumed.exit_code == 0, resumed.output
+        code, result = rig.push("--id", "r-int")
+        assert code == 0, (result["reason"], result["waves"])
+        assert result["resumed"] is True
+        assert all(sim.running_bundle(d) == rig.v2 for d in IDS)
+    finally:
+        sim.stop()
