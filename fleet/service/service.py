@@ -7,9 +7,13 @@ runners from the registry (:mod:`edgeops.fleet.service.feed`) and ticks them; th
 server answers on its own threads from a separate registry connection, so a slow page
 never holds up ingestion.
 
-Which rollouts it drives: every running or paused rollout in the registry that no runner of
-this process holds — one ``edgeops push --detach`` recorded, or one left unfinished by a
-service that stopped (a restart resumes it through :meth:`RolloutRunner.resume`). Pause,
+Which rollouts it drives: every running or paused rollout in the registry that nobody else
+drives — one ``edgeops push --detach`` recorded, or one left unfinished by a process that
+stopped (a restart resumes it through :meth:`RolloutRunner.resume`). "Nobody else" is a
+lease in the registry (``claim_rollout``, renewed every tick, released on stop), so of
+several instances exactly one drives each rollout and another takes over when it stops;
+and a record saved within ``adopt_after_s`` is left alone, because ``edgeops push`` in the
+foreground saves it every tick. Pause,
 resume and abort reach the runner as registry requests (``edgeops rollout pause`` or
 ``POST /api/rollouts/{id}/pause``), applied at its next tick. With ``run_rollouts=False``
 an instance only ingests and serves HTTP (several instances in a share group, one of them
@@ -52,6 +56,10 @@ METRICS_FINISHED_ROLLOUTS = 20
 class ServiceConfig:
     """How ``edgeops fleet serve`` runs.
 
+    ``lease_s``: how long a claim on driving a rollout lasts without renewal (renewed every
+    tick); ``adopt_after_s``: how long a rollout record must have gone unsaved before this
+    service takes it over, so a rollout ``edgeops push`` drives in the foreground (it saves
+    every tick) is left alone, and one left by ``--detach`` or a stopped process is taken.
     ``manager_cert``/``manager_key`` default to the fleet folder's ``tls/manager.*``; a
     second instance needs its own identity (the broker takes the client id from the
     certificate's CN, so two processes on one certificate would evict each other).
@@ -65,6 +73,8 @@ class ServiceConfig:
     manager_cert: Path | None = None
     manager_key: Path | None = None
     tick_interval_s: float = 1.0
+    lease_s: float = 15.0
+    adopt_after_s: float = 3.0
     batch_size: int = DEFAULT_BATCH_SIZE
     max_delay_s: float = DEFAULT_MAX_DELAY_S
     connect_timeout_s: float = 10.0
@@ -74,6 +84,13 @@ class ServiceConfig:
             raise ConfigError(f"expected an HTTP port in 0..65535, got {self.http_port}")
         if self.tick_interval_s <= 0:
             raise ConfigError(f"expected tick_interval_s > 0, got {self.tick_interval_s}")
+        if self.lease_s <= 2 * self.tick_interval_s:
+            raise ConfigError(
+                f"expected lease_s > 2 × tick_interval_s, got {self.lease_s} and "
+                f"{self.tick_interval_s} (the lease must outlive a slow tick)"
+            )
+        if self.adopt_after_s < 0:
+            raise ConfigError(f"expected adopt_after_s >= 0, got {self.adopt_after_s}")
         if (self.manager_cert is None) != (self.manager_key is None):
             raise ConfigError("a manager certificate needs both its cert and key files")
         if self.share_group is not None:
@@ -155,6 +172,12 @@ class FleetService:
         self.http: HttpServer | None = None
         self.api: FleetApi | None = None
         self.identity = ""
+        import os
+        import socket
+        import uuid
+
+        #: this process's name on rollout leases
+        self.owner = f"fleet-serve@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -226,6 +249,11 @@ class FleetService:
             self._thread = None
         if self.http is not None:
             self.http.stop()
+        with self._lock:
+            driven, self.driven = list(self.driven), {}
+        for rollout_id in driven:
+            # Another instance may take over at once instead of after the lease runs out.
+            self._release(rollout_id)
         if self._link is not None and self._link.connected:
             self._link.close()
         if self.ingestor is not None:
@@ -272,6 +300,14 @@ class FleetService:
         self._adopt_rollouts()
         for rollout_id, driven in list(self.driven.items()):
             try:
+                holder = self.control_store.claim_rollout(
+                    rollout_id, self.owner, now=self.clock(), ttl_s=self.config.lease_s
+                )
+                if holder != self.owner:
+                    log.warning("rollout %s: lost the lease to %s; letting go", rollout_id, holder)
+                    with self._lock:
+                        del self.driven[rollout_id]
+                    continue
                 driven.feed.poll(self.control_store)
                 driven.runner.tick()
             except EdgeopsError as exc:
@@ -290,13 +326,28 @@ class FleetService:
                 )
                 with self._lock:
                     del self.driven[rollout_id]
+                self._release(rollout_id)
                 self.stats.rollouts_finished += 1
+
+    def _release(self, rollout_id: str) -> None:
+        try:
+            self.control_store.release_rollout(rollout_id, self.owner)
+        except EdgeopsError as exc:
+            log.warning("rollout %s: lease not released (it expires): %s", rollout_id, exc)
 
     def _adopt_rollouts(self) -> None:
         store = self.control_store
+        now = self.clock()
         for record in store.list_rollouts(active_only=True):
             if record.rollout_id in self.driven:
                 continue
+            if now - record.updated < self.config.adopt_after_s:
+                continue  # saved moments ago: someone is driving it
+            holder = store.claim_rollout(
+                record.rollout_id, self.owner, now=now, ttl_s=self.config.lease_s
+            )
+            if holder != self.owner:
+                continue  # another instance drives it
             try:
                 sink = self._sink(record.bundle, record.previous_bundle)
                 runner = RolloutRunner.resume(store, sink, record.rollout_id, clock=self.clock)
@@ -304,6 +355,7 @@ class FleetService:
                 if self.stats.errors.get(record.rollout_id) != str(exc):
                     log.error("cannot drive rollout %s: %s", record.rollout_id, exc)
                 self.stats.errors[record.rollout_id] = str(exc)
+                self._release(record.rollout_id)
                 continue
             log.info("driving rollout %s (%s)", record.rollout_id, record.status)
             with self._lock:

@@ -59,12 +59,16 @@ class Setup:
         self.services: list[FleetService] = []
         self.device_seq = 100
 
-    def service(self) -> FleetService:
+    def service(self, manager: str = MANAGER_COMMON_NAME) -> FleetService:
         service = FleetService(
             ServiceConfig(
-                fleet_dir=self.fleet.path, http_port=0, tick_interval_s=0.05, max_delay_s=0.02
+                fleet_dir=self.fleet.path,
+                http_port=0,
+                tick_interval_s=0.05,
+                max_delay_s=0.02,
+                adopt_after_s=0.2,
             ),
-            link=self.broker.link(MANAGER_COMMON_NAME),
+            link=self.broker.link(manager),
         )
         service.start()
         self.services.append(service)
@@ -225,6 +229,23 @@ def test_a_restarted_service_resumes_the_rollout(setup) -> None:
     wait_for("succeeded", lambda: rollout(second)["status"] == "succeeded", timeout=20)
     # The canary got its install once: the new service did not send it again.
     assert setup.directives(first) == [("install", NEW_DIGEST)]
+
+
+def test_of_two_services_one_drives_and_the_other_takes_over_when_it_stops(setup) -> None:
+    first = setup.service()
+    wait_for("the first drives", lambda: first.info()["rollouts_driven"] == ["r1"])
+    second = setup.service(manager="edgeops-fleet-manager-2")
+    time.sleep(1.0)  # many ticks of both
+    assert second.info()["rollouts_driven"] == []
+    assert first.info()["rollouts_driven"] == ["r1"]
+    first_canary = canary(second)
+    assert len(setup.directives(first_canary)) == 1
+    first.stop()
+    wait_for("the second took over", lambda: second.info()["rollouts_driven"] == ["r1"])
+    setup.commit(first_canary)
+    wait_for("canary committed", lambda: rollout(second)["devices"][first_canary] == "committed")
+    # One install for the canary in all: neither service sent it twice.
+    assert setup.directives(first_canary) == [("install", NEW_DIGEST)]
 
 
 def test_http_errors_and_service_figures(setup) -> None:
