@@ -11,15 +11,19 @@ publishes what a test sends by hand (chunks, directives): it has the manager's r
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from edgeops.agent.config import AgentConfig
 from edgeops.agent.daemon import Agent
 from edgeops.agent.runtimes.testing import tflite_add_model
 from edgeops.broker import find_mosquitto, free_port, wait_for_port
@@ -30,12 +34,21 @@ from edgeops.fleet.fleetdir import FleetDir, init_fleet
 from edgeops.fleet.push import Push, PushResult
 from edgeops.fleet.rollout import RolloutPolicy
 from edgeops.fleet.simulate import Simulator
-from edgeops.mqtt import Message, MqttSettings, PahoLink, TlsSettings
-from edgeops.protocol import EventMessage, TelemetryMessage, events_topic, parse_topic
-from edgeops.trust import SigningKey
+from edgeops.mqtt import Message, MqttSettings, PahoLink, TlsSettings, publish_bundle
+from edgeops.protocol import (
+    EventMessage,
+    TelemetryMessage,
+    device_directive_topic,
+    events_topic,
+    parse_topic,
+)
+from edgeops.trust import BundleRef, SigningKey, create_directive, sign_metadata
+from edgeops.trust import RolloutPolicy as DirectivePolicy
 
 FLEET = "demo"
 RECORDER = "fault-recorder"
+# Several chunks per bundle (a bundle of the tiny model is about 10 KiB).
+CHUNK_SIZE = 2048
 X = np.ones((1, 4), dtype=np.float32)
 
 
@@ -221,3 +234,97 @@ def assert_serving(agent: Agent, release: int) -> None:
     assert outputs, agent.device_id
     for value in outputs.values():
         assert np.allclose(value, X + release), (agent.device_id, value)
+
+
+class Devices:
+    """Devices enrolled one by one (``edgeops device enroll`` + bootstrap install), for
+    scenarios that run an agent with its own clock, link or state folder."""
+
+    def __init__(self, rig: FaultRig, folder: Path) -> None:
+        self.rig = rig
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.deploy_key = SigningKey.load(rig.dir.key_path("deploy"))
+        self.sequences: dict[str, int] = {}
+        self.marks: dict[str, int] = {}
+
+    def install(self, device_id: str, state_dir: Path | None = None) -> Path:
+        """Enroll the device and install its bootstrap archive; returns agent.toml."""
+        from edgeops.agent.enroll import install_bootstrap
+        from edgeops.fleet.enroll import enroll
+
+        archive = self.folder / f"{device_id}.tgz"
+        enroll(self.rig.root, device_id, output=archive, group="solo", board="generic-x86_64")
+        return install_bootstrap(archive, state_dir or self.folder / device_id)
+
+    def agent(self, config_path: Path, **agent_options: Any) -> Agent:
+        """An in-process agent of that config (API off, fast trial checks), not started."""
+        config = AgentConfig.load(config_path)
+        config = dataclasses.replace(
+            config,
+            api_enabled=False,
+            telemetry_interval_s=3600.0,
+            min_requests=5,
+            trial_check_interval_s=0.05,
+        )
+        return Agent(config, **agent_options)
+
+    def send(
+        self,
+        device_id: str,
+        release: int,
+        *,
+        issued: datetime | None = None,
+        expires: datetime | None = None,
+        window_s: float = 0.3,
+    ) -> str:
+        """Publish ``release``'s chunks and a signed install directive for the device (its
+        next sequence number); returns the bundle digest."""
+        link = self.rig.link
+        assert link is not None
+        path, digest = self.rig.bundle(release)
+        meta = publish_bundle(link, FLEET, path, chunk_size=CHUNK_SIZE)
+        assert meta.digest == digest
+        self.marks[device_id] = len(self.rig.events(device_id))
+        sequence = self.sequences.get(device_id, 0) + 1
+        self.sequences[device_id] = sequence
+        directive = create_directive(
+            fleet=FLEET,
+            device=device_id,
+            sequence=sequence,
+            bundle=BundleRef(
+                sha256=digest,
+                size=meta.total_size,
+                name="adder",
+                version=f"{release}.0",
+                release=release,
+            ),
+            issued=issued,
+            expires=expires,
+            rollout=DirectivePolicy(trial_window_s=window_s),
+        )
+        payload = sign_metadata(directive, [self.deploy_key])
+        link.publish(device_directive_topic(FLEET, device_id), payload, qos=1, retain=True).wait(5)
+        return digest
+
+    def outcome(self, device_id: str, digest: str) -> EventMessage | None:
+        """The device's first update_result / rolled_back / loop_guard event for ``digest``
+        since the last :meth:`send`, or a rejection (which names no bundle: the directive
+        that named it was not trusted)."""
+        for event in self.rig.events(device_id)[self.marks.get(device_id, 0) :]:
+            if event.kind == "rejected" or (
+                event.bundle_digest == digest
+                and event.kind in ("update_result", "rolled_back", "loop_guard")
+            ):
+                return event
+        return None
+
+    def wait_outcome(self, device_id: str, digest: str, timeout: float = 30.0) -> EventMessage:
+        wait_for(
+            lambda: self.outcome(device_id, digest) is not None,
+            timeout,
+            f"the outcome of {digest[:12]} on {device_id}",
+        )
+        event = self.outcome(device_id, digest)
+        assert event is not None
+        return event
