@@ -14,16 +14,15 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from edgeops.errors import ConfigError, SignatureError
+from edgeops.trust import ed25519_verify
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-# Verification needs only Ed25519PublicKey; the serialization module (and with it RSA, DSA,
-# SSH and cipher modules, about 3 MB of RSS) loads only where private keys are handled.
+# Verification is pure Python (edgeops.trust.ed25519_verify); cryptography loads only where
+# private keys are handled, so a device that only verifies never maps its Rust extension and
+# bundled OpenSSL (docs/decisions/0006-agent-signature-verification.md).
 
 #: The environment variable the CLI reads a key passphrase from.
 PASSPHRASE_ENV = "EDGEOPS_KEY_PASSPHRASE"
@@ -42,12 +41,12 @@ def env_passphrase() -> str | None:
 
 
 def verify_signature(public_raw: bytes, signature: bytes, data: bytes) -> bool:
-    """Whether ``signature`` is a valid Ed25519 signature of ``data`` by ``public_raw``."""
-    try:
-        Ed25519PublicKey.from_public_bytes(public_raw).verify(signature, data)
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+    """Whether ``signature`` is a valid Ed25519 signature of ``data`` by ``public_raw``.
+
+    A malformed key or signature counts as not valid; :func:`ed25519_verify.verify` raises
+    :class:`SignatureError` with the reason instead.
+    """
+    return ed25519_verify.is_valid(public_raw, signature, data)
 
 
 class SigningKey:
