@@ -11,7 +11,10 @@ or ``--model FILE.tflite``; ``--tiny`` uses a one-op model to show the agent's o
 
 Targets (issue 4): RSS ≤ 64 MB with YOLOv8n int8 loaded; idle CPU ≤ 1 %.
 
-    python benchmarks/agent_rss.py [--idle-s 10] [--model FILE | --tiny]
+``--mappings N`` adds the N largest contributors to RSS from ``/proc/<pid>/smaps``, grouped
+by file (anonymous memory, mostly the Python and native heaps, as ``[anon]``).
+
+    python benchmarks/agent_rss.py [--idle-s 10] [--model FILE | --tiny] [--mappings 12]
 """
 
 from __future__ import annotations
@@ -77,6 +80,23 @@ def proc_status(pid: int) -> dict[str, int]:
     return values
 
 
+def rss_by_mapping(pid: int) -> dict[str, int]:
+    """RSS in bytes per mapped file from ``/proc/<pid>/smaps``; anonymous maps as ``[anon]``."""
+    totals: dict[str, int] = {}
+    name = "[anon]"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        if not fields[0].endswith(":"):  # a mapping header: address perms offset dev inode [path]
+            name = fields[5] if len(fields) > 5 and not fields[5].startswith("[stack") else "[anon]"
+            if name.startswith("[") and name not in ("[heap]", "[anon]"):
+                name = "[anon]"
+        elif fields[0] == "Rss:":
+            totals[name] = totals.get(name, 0) + int(fields[1]) * 1024
+    return totals
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])  # utime, stime
@@ -89,6 +109,7 @@ def main() -> None:
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--model", type=Path)
     choice.add_argument("--tiny", action="store_true")
+    parser.add_argument("--mappings", type=int, default=0, metavar="N")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="edgeops-bench-rss-"))
@@ -182,6 +203,7 @@ def main() -> None:
             time.sleep(args.idle_s)
             cpu_end, wall_end = cpu_seconds(agent.pid), time.monotonic()
             memory = proc_status(agent.pid)
+            mappings = rss_by_mapping(agent.pid) if args.mappings else {}
         finally:
             agent.send_signal(signal.SIGTERM)
             try:
@@ -192,6 +214,8 @@ def main() -> None:
 
     rss_mb = memory["VmRSS"] / 2**20
     cpu_percent = 100.0 * (cpu_end - cpu_start) / (wall_end - wall_start)
+    top = sorted(mappings.items(), key=lambda item: item[1], reverse=True)[: args.mappings]
+    extra = {"rss_mb_by_mapping": {k: round(v / 2**20, 2) for k, v in top}} if top else {}
     print(
         json.dumps(
             {
@@ -207,6 +231,7 @@ def main() -> None:
                 "rss_within_target": rss_mb <= 64,
                 "cpu_within_target": cpu_percent <= 1.0,
                 "clean_exit": agent.returncode == 0,
+                **extra,
             },
             indent=2,
         )
