@@ -12,7 +12,10 @@
    runner) and plan the rollout with :class:`~edgeops.fleet.rollout.runner.RolloutRunner`,
    or pick up an unfinished rollout of the same bundle and group where it stopped (a push
    killed half way is finished by running it again);
-5. tick the runner until the rollout ends. Every decision — waves, gates, abort, rollback
+5. tick the runner until the rollout ends, holding the registry's lease on driving it
+   (:meth:`~edgeops.fleet.registry.RegistryStore.claim_rollout`, renewed as it goes) so
+   that ``edgeops fleet serve`` does not drive the same rollout at the same time; a lease
+   left by a killed push expires after ``lease_s``. Every decision — waves, gates, abort, rollback
    directives — is the runner's; this module only feeds it and reports.
 
 ``detach=True`` stops after step 4 with the rollout recorded, for ``edgeops fleet serve``
@@ -23,8 +26,11 @@ with one more tick, so the rollout is left paused, not half-abandoned.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +49,7 @@ if TYPE_CHECKING:
     from edgeops.mqtt import Link
 
 DEFAULT_TICK_S = 0.25
+DEFAULT_LEASE_S = 6.0
 
 
 @dataclass
@@ -145,6 +152,7 @@ class Push:
         chunk_size: int | None = None,
         tick_s: float = DEFAULT_TICK_S,
         connect_timeout_s: float = 15.0,
+        lease_s: float = DEFAULT_LEASE_S,
         on_tick: Callable[[RolloutRunner], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -158,6 +166,9 @@ class Push:
         self.chunk_size = chunk_size
         self.tick_s = tick_s
         self.connect_timeout_s = connect_timeout_s
+        self.lease_s = lease_s
+        self.owner = f"push@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._leased_at = 0.0
         self.on_tick = on_tick
         self.clock = clock
         self._link = link
@@ -226,6 +237,7 @@ class Push:
         self._settle_states(store)
 
         if existing is not None:
+            self._claim(existing.rollout_id, wait_s=self.lease_s + 1.0)
             sink = self._make_sink(store, verified, existing.previous_bundle)
             runner = RolloutRunner.resume(store, sink, existing.rollout_id, clock=self.clock)
             self.resumed = True
@@ -245,10 +257,13 @@ class Push:
                 clock=self.clock,
             )
         self.rollout_id = runner.controller.rollout_id
+        if existing is None:
+            self._claim(self.rollout_id, wait_s=0.0)
         ingest.on_state = runner.on_state
         ingest.on_event = runner.on_event
         ingest.on_telemetry = runner.on_telemetry
         self.runner = runner
+        self._replay_states(store, runner, verified)
         return runner
 
     def run(self, stop: threading.Event | None = None) -> PushResult:
@@ -258,6 +273,8 @@ class Push:
         while not runner.finished:
             if stop is not None and stop.is_set():
                 break
+            if time.monotonic() - self._leased_at > self.lease_s / 3:
+                self._claim(runner.controller.rollout_id, wait_s=0.0)
             runner.tick()
             self.ingest.flush_due()
             if self.on_tick is not None:
@@ -299,6 +316,9 @@ class Push:
         )
 
     def close(self) -> None:
+        if self.store is not None and self._leased_at and self.rollout_id is not None:
+            with contextlib.suppress(Exception):
+                self.store.release_rollout(self.rollout_id, self.owner)
         if self.ingest is not None:
             # The registry going away must not hide the push's outcome.
             with contextlib.suppress(Exception):
@@ -333,6 +353,50 @@ class Push:
             if record.bundle == digest and record.group == self.group:
                 return record
         return None
+
+    def _claim(self, rollout_id: str, *, wait_s: float) -> None:
+        """Hold the lease on driving ``rollout_id``; a holder that stops renewing (a killed
+        push) loses it after its lease, so wait up to ``wait_s`` for that."""
+        assert self.store is not None
+        deadline = time.monotonic() + wait_s
+        while True:
+            holder = self.store.claim_rollout(
+                rollout_id, self.owner, now=self.clock(), ttl_s=self.lease_s
+            )
+            if holder == self.owner:
+                self._leased_at = time.monotonic()
+                return
+            if time.monotonic() >= deadline:
+                raise ConfigError(
+                    f"rollout {rollout_id} is being driven by {holder}; follow it with "
+                    f"`edgeops rollout status {rollout_id}`"
+                )
+            time.sleep(0.5)
+
+    def _replay_states(
+        self, store: RegistryStore, runner: RolloutRunner, verified: VerifiedBundle
+    ) -> None:
+        # The retained states arrived before the runner existed and went only to the
+        # registry. A resumed rollout needs them: a device that committed while no push was
+        # running (the one before was killed) says so only in its retained state.
+        from edgeops.protocol import BundleRef as WireBundleRef
+        from edgeops.protocol import StateMessage
+
+        assert self.ingest is not None
+        self.ingest.flush()
+        manifest = verified.manifest
+        running = WireBundleRef(
+            name=manifest.name,
+            version=manifest.version,
+            digest=verified.sha256,
+            release=manifest.release,
+        )
+        for device in store.list_devices(group=self.group):
+            if device.bundle == verified.sha256:
+                runner.on_state(
+                    device.device_id,
+                    StateMessage(online=device.online, ts=device.last_seen or 0.0, bundle=running),
+                )
 
     def _settle_states(self, store: RegistryStore) -> None:
         # The broker sends the retained states right after the subscription's SUBACK; a
