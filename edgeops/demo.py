@@ -15,11 +15,12 @@
    photos, the report's key figures in the manifest) pushed with a canary and waves
    (:class:`~edgeops.fleet.push.Push`): every device verifies, health-checks, trials and
    commits it;
-5. a broken release: the same detector exported float32 — correct outputs, so it passes
-   every device's health check, but several times slower than the int8 release on the
-   same CPU. Nothing is injected: the canary serves it, its p95 latency against its own p95
-   on the int8 release breaks the rollout's gate, the rollout aborts, the canary gets a
-   rollback directive and no other device ever gets the release;
+5. a broken release: 1.1, which every device serves :data:`SLOW_MS` ms slower per request
+   (the simulator's fault injection, through the device's model loader: what a model too
+   heavy for its board looks like from the fleet). It passes the device's health check and
+   trial; the canary's p95 against its own p95 on 1.0 breaks the rollout's gate, the
+   rollout aborts, the canary gets a rollback directive and no other device ever gets the
+   release;
 6. the fleet service (:class:`~edgeops.fleet.service.FleetService`: dashboard, JSON API,
    ``/metrics``) until ``stop`` is set.
 
@@ -64,6 +65,9 @@ INPUT_SHAPE = (1, 3, 320, 320)
 TEST_VECTOR_PHOTOS = 3
 #: How long the canary may take to be back on the good release after the abort.
 ROLLBACK_WAIT_S = 30.0
+#: The broken release (a fresh fleet signs 1 then 2) and what the devices add to it.
+BROKEN_RELEASE = 2
+SLOW_MS = 500.0
 
 MOSQUITTO_MISSING = (
     "Mosquitto is not installed, and the demo runs the fleet's own broker config (TLS client "
@@ -303,6 +307,12 @@ class Demo:
             # The real detector takes milliseconds per request: no added base delay, and a
             # request every 0.2 s per device keeps a dozen devices within two cores.
             base_delay_s=0.0,
+            # Measured here (two shared cores, a dozen agents in one process): a device's
+            # p95 on the int8 model ranges from 6 to 500 ms, so the float32 export (4x the
+            # int8 latency alone) does not stand out reliably; half a second does.
+            slow_rate=1.0,
+            slow_delay_s=SLOW_MS / 1000.0,
+            faults_from_release=BROKEN_RELEASE,
             request_interval_s=0.2,
             telemetry_interval_s=1.0,
             trial_window_s=2.0,
@@ -334,18 +344,15 @@ class Demo:
 
     def start_devices(self) -> None:
         """Step 2: a real agent per device, over TLS with its own certificate."""
-        from edgeops.fleet.simulate import _rss_bytes
-
         sim = self._sim()
         self.view.step(2, f"{len(sim.devices)} simulated devices")
         sim.start()
         sim.wait_connected(timeout=30.0)
-        per_agent = sim.rss_per_agent_bytes / 2**20
         self.view.say(
-            f"{len(sim.agents)} agents connected in {sim.start_seconds:.1f} s "
-            f"({per_agent:.1f} MB each, {_rss_bytes() / 2**20:.0f} MB this process): each "
-            "verifies signed directives, fetches bundles, health-checks them on its "
-            "runtime, serves a request every 0.2 s and reports telemetry"
+            f"{len(sim.agents)} agents connected over TLS in {sim.start_seconds:.1f} s, each "
+            "with its own certificate and state folder: each verifies signed directives, "
+            "fetches bundles, health-checks them on LiteRT, serves a request every 0.2 s "
+            "and reports telemetry"
         )
 
     def convert(self) -> None:
@@ -390,10 +397,6 @@ class Demo:
             "key_figures": report.key_figures(),
             "seconds": summary["seconds"],
         }
-        # The broken release: the same graph, not quantized (what a float export is).
-        float_path = models / f"{MODEL_NAME}-float32.tflite"
-        convert(source, float_path, ConvertOptions(input_shapes={INPUT: INPUT_SHAPE}))
-
         # Test vectors: held-out photos (never seen by calibration), in the model's NHWC.
         held_out = result.holdout[:TEST_VECTOR_PHOTOS]
         if not held_out:
@@ -414,7 +417,7 @@ class Demo:
         _, source_sha = file_digest(source)
         for kind, model, version, figures in (
             ("good", int8_path, "1.0", report.to_dict()),
-            ("broken", float_path, "1.1", None),
+            ("broken", int8_path, "1.1", report.to_dict()),
         ):
             release = fleet.last_release() + 1
             output = self.workdir / "bundles" / f"{MODEL_NAME}-{version}.bundle"
@@ -432,6 +435,11 @@ class Demo:
                 converter_version=__version__,
             )
             fleet.record_release(release, name=MODEL_NAME, version=version)
+            if kind == "broken" and release != BROKEN_RELEASE:
+                raise EdgeopsError(
+                    f"expected the broken bundle to be release {BROKEN_RELEASE} of a new "
+                    f"fleet, got {release}"
+                )
             self.bundles[kind] = output
         good = self.bundles["good"]
         self.view.say(
@@ -462,16 +470,24 @@ class Demo:
             everywhere and running == len(sim.devices),
             f"{running}/{len(sim.devices)} devices run {_short(digest)} (their state.json)",
         )
+        from edgeops.fleet.simulate import _rss_bytes
+
+        self.view.say(
+            f"this process, with {len(sim.agents)} agents serving YOLOv8n int8: "
+            f"{_rss_bytes() / 2**20:.0f} MB resident"
+        )
 
     def push_broken(self) -> None:
-        """Step 5: the float32 release; the canary's p95 breaks the gate, the fleet rolls
-        it back, nobody else ever gets it."""
+        """Step 5: the slow release; the canary's p95 breaks the gate, the fleet rolls it
+        back, nobody else ever gets it."""
         sim = self._sim()
-        self.view.step(5, "Push a broken release: the float32 export, several times slower")
+        self.view.step(5, "Push a broken release: 1.1 serves half a second slower")
         self.view.say(
-            f"{self.bundles['broken'].name}: the same detector, not quantized. Its outputs "
-            "are right, so it passes every device's health check; the rollout's p95 gate "
-            "(each device against its own p95 on 1.0) has to stop it"
+            f"{self.bundles['broken'].name} (release {BROKEN_RELEASE}): the simulated devices "
+            f"serve it {SLOW_MS:.0f} ms slower per request (fault injected in their model "
+            "loader, as a model too heavy for the board would be). Its outputs are right, so "
+            "it passes the device's health check and trial: the rollout's p95 gate (each "
+            "device against its own p95 on 1.0) has to stop it"
         )
         good = self.digests["good"]
         outcome = self._push("broken", "yolov8n-1.1")

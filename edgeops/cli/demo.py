@@ -65,6 +65,8 @@ class RichView:
         live, self._live = self._live, None
         if live is not None:
             live.stop()
+            if not self.console.is_terminal:
+                self.console.print()  # a log gets the last table without a line end
         _summary(result.to_json())
 
 
