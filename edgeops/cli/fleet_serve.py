@@ -31,7 +31,7 @@ def serve_command(
         bool,
         typer.Option(
             "--rollouts/--no-rollouts",
-            help="Drive the registry's rollouts (one instance per fleet should).",
+            help="Drive the registry's rollouts (a lease lets one instance drive each).",
         ),
     ] = True,
     cert: Annotated[

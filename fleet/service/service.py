@@ -254,7 +254,8 @@ class FleetService:
         for rollout_id in driven:
             # Another instance may take over at once instead of after the lease runs out.
             self._release(rollout_id)
-        if self._link is not None and self._link.connected:
+        if self._link is not None:
+            # Also when disconnected: the link's network thread may be reconnecting.
             self._link.close()
         if self.ingestor is not None:
             try:
