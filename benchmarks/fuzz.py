@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 FUZZ = Path(__file__).resolve().parents[1] / "tests" / "fuzz"
 sys.path.insert(0, str(FUZZ))
@@ -50,7 +51,7 @@ def _stat(log: str, key: str) -> int:
     return int(values[-1]) if values else 0
 
 
-def run_target(name: str, *, seconds: float, memory_mb: int, time_limit_s: float) -> dict:
+def run_target(name: str, *, seconds: float, memory_mb: int, time_limit_s: float) -> dict[str, Any]:
     limit_bytes = memory_mb * 1024 * 1024
 
     def limit_memory() -> None:
