@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from http import HTTPStatus
 from typing import Any
@@ -28,8 +29,13 @@ def store():
 @pytest.fixture
 def api(store):
     populate(store, fleet=FLEET, now=NOW, devices=3, samples=10, interval_s=60.0)
+    # Each request a moment later, so queued requests keep their order.
+    ticks = itertools.count()
     return FleetApi(
-        store, metrics=lambda: "m 1\n", info=lambda: {"fleet": FLEET}, clock=lambda: NOW
+        store,
+        metrics=lambda: "m 1\n",
+        info=lambda: {"fleet": FLEET},
+        clock=lambda: NOW + next(ticks),
     )
 
 
@@ -158,3 +164,20 @@ def test_dashboard_assets_and_metrics(api) -> None:
     metrics = api.handle("GET", "/metrics")
     assert metrics.content_type == "text/plain; version=0.0.4; charset=utf-8"
     assert metrics.body == b"m 1\n"
+
+
+def test_http_address_and_config_are_checked(tmp_path) -> None:
+    from edgeops.errors import ConfigError, EdgeopsError
+    from edgeops.fleet.service import ServiceConfig, parse_http_address
+
+    assert parse_http_address("127.0.0.1:8080") == ("127.0.0.1", 8080)
+    assert parse_http_address("[::1]:0") == ("::1", 0)
+    for bad in ("8080", ":8080", "host:port", "host:70000"):
+        with pytest.raises(ConfigError):
+            parse_http_address(bad)
+    with pytest.raises(ConfigError, match="lease_s"):
+        ServiceConfig(fleet_dir=tmp_path, tick_interval_s=5.0, lease_s=8.0)
+    with pytest.raises(ConfigError, match="cert"):
+        ServiceConfig(fleet_dir=tmp_path, manager_cert=tmp_path / "m.crt")
+    with pytest.raises(EdgeopsError):
+        ServiceConfig(fleet_dir=tmp_path, share_group="a/b")
