@@ -115,7 +115,7 @@ class Rig:
             board="generic-x86_64",
             faults_from_release=2,
             telemetry_interval_s=0.5,
-            trial_window_s=1.5,
+            trial_window_s=1.0,
             **options,  # type: ignore[arg-type]
         )
         sim.start()
@@ -124,7 +124,7 @@ class Rig:
 
     def baseline(self, sim: Simulator) -> None:
         """Every device on release 1, with p95 history on it in the registry."""
-        policy = RolloutPolicy(waves=(100.0,), soak_s=1.5, wave_timeout_s=20.0)
+        policy = RolloutPolicy(waves=(100.0,), soak_s=1.0, wave_timeout_s=20.0)
         with Push(self.root, self.bundles[0], group=GROUP, policy=policy) as push:
             result = push.run()
         assert result.succeeded, result.reason
