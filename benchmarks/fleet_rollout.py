@@ -20,6 +20,8 @@ Prints one JSON object. In one run:
 * ``rollout_vs_plain`` and ``rollout_minus_trial_vs_plain``: the ratios;
 * ``manager_publishes`` — what the fleet manager sent: chunks + meta (independent of the
   fleet size) and one directive per device;
+* ``median_s_to_phase`` — per update phase, the median over devices of the seconds from
+  the push's start to the device entering it (``verifying``: its download is complete);
 * ``agent_rss_mb`` — resident memory the agents added to this process, per agent, once each
   serves the model (``agent_rss_mb_before_install``: connected, no model yet). The first
   agent also pays for the libraries (LiteRT, numpy, OpenSSL) the process loads once.
@@ -31,6 +33,7 @@ import argparse
 import json
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,15 +83,44 @@ def build_bundle(fleet: FleetDir, folder: Path, megabytes: float) -> Path:
     return output
 
 
+def phase_medians(fleet_dir: Path, devices: list[str], *, since: float) -> dict[str, float]:
+    """Median seconds from the push's start to each device's update events (the agents'
+    own timestamps, as the registry ingested them): where the rollout's time goes."""
+    from edgeops.fleet.registry import open_registry
+
+    firsts: dict[str, list[float]] = {}
+    store = open_registry(fleet_dir)
+    try:
+        for device_id in devices:
+            seen: dict[str, float] = {}
+            for event in store.events_for(device_id, limit=100):
+                if event.state and event.kind in ("update_progress", "update_result"):
+                    ts = event.ts - since
+                    seen[event.state] = min(ts, seen.get(event.state, ts))
+            for state, ts in seen.items():
+                firsts.setdefault(state, []).append(ts)
+    finally:
+        store.close()
+    return {state: round(statistics.median(v), 2) for state, v in sorted(firsts.items())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--bundle-mb", type=float, default=3.0)
     parser.add_argument("--chunk-kib", type=int, default=256)
     parser.add_argument("--trial-window-s", type=float, default=1.0)
+    parser.add_argument(
+        "--tmp",
+        type=Path,
+        default=None,
+        help="Where the fleet and the devices' state folders go (e.g. /dev/shm: the agents "
+        "fsync every state change, and N simulated devices share one disk where real ones "
+        "have one each).",
+    )
     args = parser.parse_args()
 
-    folder = Path(tempfile.mkdtemp(prefix="edgeops-bench-rollout-"))
+    folder = Path(tempfile.mkdtemp(prefix="edgeops-bench-rollout-", dir=args.tmp))
     broker: subprocess.Popen[bytes] | None = None
     sim: Simulator | None = None
     try:
@@ -137,6 +169,7 @@ def main() -> None:
         ) as push:
             push.verify()
             began = time.perf_counter()
+            began_wall = time.time()
             push.prepare()
             prepared = time.perf_counter() - began
             result = push.run()
@@ -144,6 +177,7 @@ def main() -> None:
         if not result.succeeded:
             raise SystemExit(f"rollout did not succeed: {result.reason}")
         committed = sum(1 for d in sim.agents if sim.running_bundle(d) == result.bundle)
+        phases = phase_medians(fleet.path, list(sim.agents), since=began_wall)
         idle_rss_mb = sim.rss_per_agent_bytes / 2**20
         time.sleep(2.0)  # a few inference requests and a telemetry sample on the new model
         rss_mb = sim.measure_rss() / 2**20
@@ -172,6 +206,7 @@ def main() -> None:
         json.dumps(
             {
                 "devices": args.devices,
+                "state_on": str(args.tmp or tempfile.gettempdir()),
                 "bundle_bytes": len(data),
                 "chunk_size": meta.chunk_size,
                 "chunks": meta.chunk_count,
@@ -183,6 +218,7 @@ def main() -> None:
                 "rollout_s": round(rollout_s, 3),
                 "committed": committed,
                 "trial_window_s": args.trial_window_s,
+                "median_s_to_phase": phases,
                 "plain_paho_s": round(plain_s, 3),
                 "rollout_vs_plain": round(rollout_s / plain_s, 2),
                 "rollout_minus_trial_vs_plain": round(
