@@ -232,10 +232,14 @@ class FleetService:
         cert = self.config.manager_cert or self.fleet.manager_cert
         key = self.config.manager_key or self.fleet.manager_key
         self.identity = _common_name(cert)
+        # A plain mqtt:// broker (a local test broker) takes no certificates at all.
+        tls = None
+        if self.fleet.broker_url.startswith("mqtts://"):
+            tls = TlsSettings(cafile=self.fleet.ca_cert, certfile=cert, keyfile=key)
         settings = MqttSettings.from_url(
             self.fleet.broker_url,
             client_id=self.identity,
-            tls=TlsSettings(cafile=self.fleet.ca_cert, certfile=cert, keyfile=key),
+            tls=tls,
             # Shared subscriptions are MQTT 5; without a share group either protocol works.
             protocol="5" if self.config.share_group else "auto",
         )
