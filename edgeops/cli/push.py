@@ -188,7 +188,10 @@ def push_command(
     with Push(fleet, bundle, group=group, policy=policy, rollout_id=rollout_id) as push:
         runner = push.prepare()
         if push.resumed and not as_json:
-            console.print(f"continuing unfinished rollout {runner.controller.rollout_id}")
+            rid = runner.controller.rollout_id
+            console.print(f"continuing unfinished rollout {rid}")
+            if runner.status.value == "paused":
+                console.print(f"it is paused: waiting for `edgeops rollout resume {rid}`")
         if detach:
             emit(push.result(detached=True).to_json(), as_json=as_json, human=_detached)
             return

@@ -123,3 +123,29 @@ def test_interrupt_before_start_is_a_state_error(tmp_path):
     push = Push(fleet.path, tmp_path / "x.bundle", group="g", policy=RolloutPolicy())
     with pytest.raises(StateError):
         push.interrupt()
+
+
+def test_the_simulated_runtime_delays_and_corrupts_what_the_real_one_computes():
+    import time
+
+    import numpy as np
+
+    from edgeops.agent.runtimes import TensorSpec
+    from edgeops.agent.runtimes.testing import FakeRuntime
+    from edgeops.fleet.simulate import SimulatedRuntime
+
+    spec = TensorSpec(name="x", shape=(1, 2), dtype="float32")
+    out = TensorSpec(name="y", shape=(1, 2), dtype="float32")
+    inner = FakeRuntime(inputs=[spec], outputs=[out], fn=lambda i: {"y": i["x"] * 2})
+    x = {"x": np.array([[1.0, 2.0]], dtype=np.float32)}
+    honest = SimulatedRuntime(inner, corrupt=False, delay_s=0.02)
+    started = time.perf_counter()
+    assert honest.run(x)["y"].tolist() == [[2.0, 4.0]]
+    assert time.perf_counter() - started >= 0.02
+    broken = SimulatedRuntime(inner, corrupt=True, delay_s=0.0)
+    y = broken.run(x)["y"]
+    assert y.dtype == np.float32
+    assert y.tolist() == [[3.0, 5.0]]
+    assert (broken.inputs, broken.outputs, broken.name) == ((spec,), (out,), "fake")
+    broken.close()
+    assert inner.closed
