@@ -13,15 +13,12 @@ restart (``test_push``).
 from __future__ import annotations
 
 import threading
-from collections import Counter
 
 import pytest
 
 from edgeops.fleet.push import Push, PushResult
-from edgeops.fleet.registry import open_registry
-from edgeops.fleet.rollout import RolloutPolicy
 
-from .rig import GROUP, FaultRig, assert_serving, push, simulator, wait_for
+from .rig import GROUP, FaultRig, assert_serving, policy, push, simulator, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -41,17 +38,10 @@ def test_a_broker_restart_mid_rollout_loses_nothing_and_the_rollout_completes(ri
     sim.start()
     try:
         sim.wait_connected()
-        first = push(rig, 1, RolloutPolicy(waves=(100.0,), soak_s=1.0, wave_timeout_s=30.0))
+        first = push(rig, 1, policy(canary_count=None))
         assert first.succeeded, first.reason
         bundle, v2 = rig.bundle(2)
-        policy = RolloutPolicy(
-            canary_count=1,
-            waves=(100.0,),
-            soak_s=1.0,
-            wave_timeout_s=40.0,
-            max_error_rate_percent=5.0,
-        )
-        job = Push(rig.root, bundle, group=GROUP, policy=policy)
+        job = Push(rig.root, bundle, group=GROUP, policy=policy())
         outcome: list[PushResult] = []
         thread = threading.Thread(target=lambda: outcome.append(job.run()), daemon=True)
         job.prepare()
@@ -60,9 +50,13 @@ def test_a_broker_restart_mid_rollout_loses_nothing_and_the_rollout_completes(ri
             # Restart once the canary is on release 2 and the last wave was sent its
             # directives: devices are mid-download or mid-trial when the broker goes.
             wait_for(
-                lambda: job.runner is not None and job.runner.controller.current >= 1,
+                lambda: (
+                    job.runner is not None
+                    and (job.runner.controller.current >= 1 or job.runner.finished)
+                ),
                 what="the wave after the canary to start",
             )
+            assert not job.runner.finished, job.result()
             rig.restart_broker(down_s=1.5)
             thread.join(90)
             assert not thread.is_alive(), "the rollout did not finish after the restart"
@@ -80,17 +74,7 @@ def test_a_broker_restart_mid_rollout_loses_nothing_and_the_rollout_completes(ri
             lambda: all(a.telemetry_pending == 0 for a in sim.agents.values()),
             what="every telemetry queue to empty",
         )
-        store = open_registry(rig.root)
-        try:
-            for device_id in sim.agents:
-                seqs = rig.received_seqs(device_id)
-                assert seqs, device_id
-                rig.assert_telemetry_complete(device_id, first=1, last=max(seqs))
-                rows = store.telemetry_for(device_id, limit=100_000)
-                counted = Counter((r.seq, r.idx) for r in rows)
-                assert counted, device_id
-                assert max(counted.values()) == 1, device_id
-        finally:
-            store.close()
+        for device_id in sim.agents:
+            rig.assert_telemetry_complete(device_id)
     finally:
         sim.stop()
