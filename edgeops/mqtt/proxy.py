@@ -2,8 +2,11 @@
 
 Clients connect to the proxy's port instead of the broker's. The test can then cut every
 live connection at once (:meth:`TcpProxy.cut`, what a Wi-Fi drop looks like to both ends),
-refuse new connections for a while (:meth:`TcpProxy.refuse`), and make the proxy answer like
-an MQTT 3.1.1-only broker (``max_protocol_level=4``) to exercise the MQTT 5 fallback.
+refuse new connections for a while (:meth:`TcpProxy.refuse`), hold every byte for a while
+(:meth:`TcpProxy.delay`, a slow link), stop forwarding while keeping both connections open
+(:meth:`TcpProxy.stall`, a half-open link: no FIN, no RST, nothing arrives), and make the
+proxy answer like an MQTT 3.1.1-only broker (``max_protocol_level=4``) to exercise the
+MQTT 5 fallback.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import select
 import socket
 import threading
+import time
 from types import TracebackType
 
 from edgeops.broker import free_port
@@ -71,6 +75,8 @@ class TcpProxy:
         self.attempts = 0
         """How many TCP connections clients opened, refused ones included."""
         self._refusing = False
+        self._delay_s = 0.0
+        self._stalled = False
         self._lock = threading.Lock()
         self._live: set[socket.socket] = set()
         self._server: socket.socket | None = None
@@ -101,6 +107,18 @@ class TcpProxy:
     def refuse(self, refusing: bool = True) -> None:
         """While set, accepted connections are closed at once (the broker seems down)."""
         self._refusing = refusing
+
+    def delay(self, seconds: float) -> None:
+        """Hold each block of data ``seconds`` before forwarding it, both ways (0: off)."""
+        if seconds < 0:
+            raise ValueError(f"expected a delay >= 0 s, got {seconds}")
+        self._delay_s = seconds
+
+    def stall(self, stalled: bool = True) -> None:
+        """While set, forward nothing and read nothing, but keep every connection open:
+        the ends see a silent peer (their keepalive is what notices), and what they sent
+        meanwhile is delivered once the stall ends."""
+        self._stalled = stalled
 
     def stop(self) -> None:
         self._stop.set()
@@ -160,11 +178,16 @@ class TcpProxy:
         while not self._stop.is_set():
             if client.fileno() < 0 or upstream.fileno() < 0:
                 return
+            if self._stalled:
+                self._stop.wait(0.05)
+                continue
             readable, _, _ = select.select(list(peers), [], [], 0.2)
             for sock in readable:
                 data = sock.recv(_BUFFER)
                 if not data:
                     return
+                if self._delay_s:
+                    time.sleep(self._delay_s)
                 peers[sock].sendall(data)
 
     def __enter__(self) -> TcpProxy:
