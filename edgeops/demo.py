@@ -336,11 +336,19 @@ class Demo:
                 "per-device ACL, CRL"
             )
         else:
-            self.view.say(f"broker {url} (given): the fleet's ACL and CRL are not applied there")
             if url.startswith("mqtts://"):
-                self.result.notes.append(
-                    f"{url} must trust this fleet's CA ({BrokerFiles.of(fleet.path).ca_cert})"
+                given = (
+                    f"it must trust this fleet's CA ({BrokerFiles.of(fleet.path).ca_cert}); "
+                    "the fleet's per-device ACL and CRL are not applied there"
                 )
+            else:
+                given = (
+                    "plain MQTT: no TLS, no client certificates, no per-device ACL (the "
+                    "embedded broker has all three); directives and bundles are still signed "
+                    "and checked by every device"
+                )
+            self.result.notes.append(f"broker {url}: {given}")
+            self.view.say(f"broker {url} (given): {given}")
 
     def start_devices(self) -> None:
         """Step 2: a real agent per device, over TLS with its own certificate."""
@@ -365,11 +373,15 @@ class Demo:
         from edgeops.converters.report import report_for
 
         self.view.step(3, "Convert YOLOv8n to int8 with calibration and a validation report")
+        self.view.say(
+            f"YOLOv8n (the nudenet wheel) and photos (the scikit-image wheel) from PyPI, "
+            f"downloaded once into {assets.cache_dir()}"
+        )
         source = assets.yolov8n_onnx()
         photos = assets.photos()
         self.view.say(
-            f"model {source.name} ({source.stat().st_size / 1e6:.1f} MB ONNX) and "
-            f"{len(photos)} photos, from PyPI wheels (cached in {assets.cache_dir()})"
+            f"model {source.name}: {source.stat().st_size / 1e6:.1f} MB ONNX, input "
+            f"{INPUT} {'x'.join(map(str, INPUT_SHAPE))}; {len(photos)} photos"
         )
         samples = calibration.load_samples(
             photos, {INPUT: INPUT_SHAPE}, preprocess=calibration.YOLOV8
