@@ -22,6 +22,9 @@ Prints one JSON object. In one run:
   fleet size) and one directive per device;
 * ``median_s_to_phase`` — per update phase, the median over devices of the seconds from
   the push's start to the device entering it (``verifying``: its download is complete);
+* ``process_cpu_s`` — CPU seconds this process (the fleet manager and every simulated
+  device: TLS, hashing, verifying, unpacking, loading models) used during the rollout, and
+  per second of it: near 1 means one interpreter's lock, not the broker, sets the pace;
 * ``agent_rss_mb`` — resident memory the agents added to this process, per agent, once each
   serves the model (``agent_rss_mb_before_install``: connected, no model yet). The first
   agent also pays for the libraries (LiteRT, numpy, OpenSSL) the process loads once.
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import statistics
@@ -170,10 +174,13 @@ def main() -> None:
             push.verify()
             began = time.perf_counter()
             began_wall = time.time()
+            cpu_before = os.times()
             push.prepare()
             prepared = time.perf_counter() - began
             result = push.run()
             rollout_s = time.perf_counter() - began
+            cpu_after = os.times()
+        cpu_s = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
         if not result.succeeded:
             raise SystemExit(f"rollout did not succeed: {result.reason}")
         committed = sum(1 for d in sim.agents if sim.running_bundle(d) == result.bundle)
@@ -219,6 +226,8 @@ def main() -> None:
                 "committed": committed,
                 "trial_window_s": args.trial_window_s,
                 "median_s_to_phase": phases,
+                "process_cpu_s": round(cpu_s, 2),
+                "process_cpu_per_wall_s": round(cpu_s / rollout_s, 2),
                 "plain_paho_s": round(plain_s, 3),
                 "rollout_vs_plain": round(rollout_s / plain_s, 2),
                 "rollout_minus_trial_vs_plain": round(
