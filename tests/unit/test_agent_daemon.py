@@ -421,3 +421,14 @@ def test_a_group_directive_installs_with_its_own_sequence(rig):
     assert state.records["group/cams"].sequence == 1
     assert state.previous is not None
     assert state.previous.digest == first
+
+
+def test_malloc_arenas_are_capped_unless_the_environment_says(monkeypatch):
+    import platform
+
+    from edgeops.agent.daemon import limit_malloc_arenas
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False  # glibc read the variable at start; it wins
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    assert limit_malloc_arenas() is (platform.libc_ver()[0] == "glibc")

@@ -44,6 +44,7 @@ def test_unit_has_restart_policy_memory_limit_and_hardening() -> None:
     }.items():
         assert service[key] == value, key
     assert service["User"] == "edgeops"
+    assert "MALLOC_ARENA_MAX=2" in service["Environment"].split()
     assert unit["Install"]["WantedBy"] == "multi-user.target"
 
 
