@@ -12,7 +12,7 @@
       keys/deploy.key
       keys/retired/             keys replaced by ``edgeops keys rotate``
       ca/ca.key  ca/ca.crt      the fleet CA (EC P-256)
-      tls/server.key/.crt       the broker's certificate (127.0.0.1, localhost)
+      tls/server.key/.crt       the broker's certificate (127.0.0.1, localhost, the URL's host)
       tls/manager.key/.crt      the fleet manager's client certificate
 """
 
@@ -268,6 +268,12 @@ def init_fleet(
         ("server", "localhost", fleet.server_key, fleet.server_cert),
         ("manager", MANAGER_COMMON_NAME, fleet.manager_key, fleet.manager_cert),
     )
+    from edgeops.mqtt.settings import parse_mqtt_url
+
+    # Devices check the broker's certificate against the host in the URL they are given, so
+    # a broker reached over the LAN (mqtts://broker.lan:8883) needs that name in its SANs.
+    url_host = parse_mqtt_url(broker_url)[0]
+    hosts = tuple(dict.fromkeys(("127.0.0.1", "localhost", url_host)))
     for kind, common_name, key_path, cert_path in leaves:
         leaf_key, leaf_cert = sign_leaf(
             ca_key,
@@ -276,6 +282,7 @@ def init_fleet(
             kind=kind,
             passphrase=passphrase,
             now=now,
+            hosts=hosts,
         )
         atomic_write_bytes(key_path, leaf_key, mode=0o600)
         atomic_write_bytes(cert_path, leaf_cert)

@@ -124,3 +124,17 @@ def test_cli_help():
         result = runner.invoke(app, args)
         assert result.exit_code == 0
         assert "Usage" in result.output
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [("mqtts://broker.lan:8883", "broker.lan"), ("mqtts://192.168.1.10:8883", "192.168.1.10")],
+)
+def test_server_certificate_names_the_broker_url_host(tmp_path, url, expected):
+    """A device on the LAN checks the broker's certificate against the host it was given."""
+    fleet = init_fleet(tmp_path / "f", name="acme", broker_url=url)
+    cert = x509.load_pem_x509_certificate(fleet.server_cert.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    hosts = {str(n) for n in names.get_values_for_type(x509.DNSName)}
+    hosts |= {str(n) for n in names.get_values_for_type(x509.IPAddress)}
+    assert hosts == {"127.0.0.1", "localhost", expected}
