@@ -97,6 +97,18 @@ def rss_by_mapping(pid: int) -> dict[str, int]:
     return totals
 
 
+def smaps_rollup(pid: int) -> dict[str, int]:
+    """Totals from ``/proc/<pid>/smaps_rollup`` in bytes: how much of RSS is file-backed and
+    clean (reclaimable under pressure) and how much is private, dirty or anonymous."""
+    keep = ("Rss", "Pss", "Shared_Clean", "Private_Clean", "Private_Dirty", "Anonymous")
+    values: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, rest = line.partition(":")
+        if key in keep:
+            values[key] = int(rest.split()[0]) * 1024
+    return values
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])  # utime, stime
@@ -204,6 +216,7 @@ def main() -> None:
             cpu_end, wall_end = cpu_seconds(agent.pid), time.monotonic()
             memory = proc_status(agent.pid)
             mappings = rss_by_mapping(agent.pid) if args.mappings else {}
+            rollup = smaps_rollup(agent.pid) if args.mappings else {}
         finally:
             agent.send_signal(signal.SIGTERM)
             try:
@@ -215,7 +228,14 @@ def main() -> None:
     rss_mb = memory["VmRSS"] / 2**20
     cpu_percent = 100.0 * (cpu_end - cpu_start) / (wall_end - wall_start)
     top = sorted(mappings.items(), key=lambda item: item[1], reverse=True)[: args.mappings]
-    extra = {"rss_mb_by_mapping": {k: round(v / 2**20, 2) for k, v in top}} if top else {}
+    extra = (
+        {
+            "smaps_rollup_mb": {k: round(v / 2**20, 1) for k, v in rollup.items()},
+            "rss_mb_by_mapping": {k: round(v / 2**20, 2) for k, v in top},
+        }
+        if top
+        else {}
+    )
     print(
         json.dumps(
             {
