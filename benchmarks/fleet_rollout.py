@@ -122,7 +122,16 @@ def main() -> None:
         "fsync every state change, and N simulated devices share one disk where real ones "
         "have one each).",
     )
+    parser.add_argument(
+        "--switch-interval-ms",
+        type=float,
+        default=None,
+        help="sys.setswitchinterval for this process (Python's default is 5 ms): N devices "
+        "share one interpreter lock here, where real ones each have their own CPU.",
+    )
     args = parser.parse_args()
+    if args.switch_interval_ms is not None:
+        sys.setswitchinterval(args.switch_interval_ms / 1000.0)
 
     folder = Path(tempfile.mkdtemp(prefix="edgeops-bench-rollout-", dir=args.tmp))
     broker: subprocess.Popen[bytes] | None = None
@@ -214,6 +223,7 @@ def main() -> None:
             {
                 "devices": args.devices,
                 "state_on": str(args.tmp or tempfile.gettempdir()),
+                "switch_interval_ms": round(sys.getswitchinterval() * 1000, 3),
                 "bundle_bytes": len(data),
                 "chunk_size": meta.chunk_size,
                 "chunks": meta.chunk_count,
