@@ -216,6 +216,8 @@ def push_command(
         finally:
             if live is not None:
                 live.stop()
+                if not console.is_terminal:
+                    console.line()  # a terminal moves past the table itself; a pipe does not
     emit(outcome.to_json(), as_json=as_json, human=_summary)
     if not outcome.succeeded:
         raise typer.Exit(1)
