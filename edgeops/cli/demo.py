@@ -125,7 +125,14 @@ def demo_command(
     if not as_json:
         view.say(f"edgeops demo in {demo.workdir}")
     stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        stop.set()
+        if demo.result.dashboard_url is None:
+            # Mid-story: unwind like Ctrl-C, so everything started is stopped.
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         result = demo.run(stop)
     except KeyboardInterrupt:
