@@ -333,3 +333,34 @@ def test_ctrl_c_leaves_the_rollout_paused_and_it_resumes_where_it_stopped(rig):
         assert all(sim.running_bundle(d) == rig.v2 for d in IDS)
     finally:
         sim.stop()
+
+
+def test_detach_records_the_rollout_and_the_next_driver_runs_it(rig):
+    sim = rig.simulator()
+    try:
+        args = ["--fleet", str(rig.root), "--group", GROUP, "--waves", "100%", "--soak", "0s"]
+        args += ["--wave-timeout", "20s", "--id", "r-detached", "--json"]
+        detached = CliRunner().invoke(app, ["push", str(rig.bundles[0]), *args, "--detach"])
+        assert detached.exit_code == 0, detached.output
+        summary = json.loads(detached.stdout)
+        assert summary["detached"] is True
+        assert summary["status"] == "running"
+        assert summary["publishes"]["directives"] == 0
+        store = open_registry(rig.root)
+        try:
+            record = store.get_rollout("r-detached")
+            assert record is not None
+            assert [w.stage for w in record.waves] == ["not_started"]
+        finally:
+            store.close()
+        time.sleep(0.5)
+        # Published and recorded, but no device was sent anything yet.
+        assert all(not sim.agents[d].state.records for d in IDS)
+        resumed = CliRunner().invoke(app, ["push", str(rig.bundles[0]), *args])
+        assert resumed.exit_code == 0, resumed.output
+        result = json.loads(resumed.stdout)
+        assert result["resumed"] is True
+        assert result["status"] == "succeeded"
+        assert all(sim.running_bundle(d) == rig.v1 for d in IDS)
+    finally:
+        sim.stop()
