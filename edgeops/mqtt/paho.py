@@ -63,6 +63,34 @@ def _paho_errors(action: str) -> Iterator[None]:
         raise TransportError(f"{action}: {exc}") from exc
 
 
+def _close_failed_handshakes(client: paho_client.Client) -> None:
+    """Replace paho's TLS wrapping with one that closes the socket of a failed handshake:
+    paho 2.2's ``_ssl_wrap_socket`` leaves it open (found with a proxy that accepts and
+    closes, as a broker behind a broken network looks), one descriptor per reconnect
+    attempt until the collector runs. Hostname checking stays with the context."""
+    context = client._ssl_context
+    assert context is not None
+    assert context.check_hostname
+
+    def wrap(tcp_sock: Any) -> Any:
+        try:
+            tls_sock = context.wrap_socket(
+                tcp_sock, server_hostname=client._host, do_handshake_on_connect=False
+            )
+        except BaseException:
+            tcp_sock.close()
+            raise
+        try:
+            tls_sock.settimeout(client._connect_timeout)
+            tls_sock.do_handshake()
+        except BaseException:
+            tls_sock.close()
+            raise
+        return tls_sock
+
+    client._ssl_wrap_socket = wrap  # type: ignore[method-assign]
+
+
 def _rc_text(rc: int) -> str:
     import paho.mqtt.client as mqtt
 
@@ -276,6 +304,7 @@ class PahoLink:
                 )
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"cannot use the TLS files {tls}: {exc}") from exc
+            _close_failed_handshakes(client)
         if settings.username is not None:
             client.username_pw_set(settings.username, settings.password)
         client.on_connect = self._handle_connect
