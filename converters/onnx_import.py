@@ -211,6 +211,7 @@ def from_proto(model: Any) -> OnnxGraph:
     nodes: list[Node] = []
     for index, proto in enumerate(model.graph.node):
         name = proto.name or f"{proto.op_type}_{index}"
+        _check_schema(proto, name, int(opset))
         attrs = {a.name: helper.get_attribute_value(a) for a in proto.attribute}
         if proto.op_type == "Constant" and proto.domain in ("", "ai.onnx"):
             constants[proto.output[0]] = _constant_value(proto, attrs)
@@ -240,6 +241,43 @@ def from_proto(model: Any) -> OnnxGraph:
         graph.shapes[name] = tuple(int(d) for d in value.shape)
         graph.dtypes[name] = value.dtype
     return graph
+
+
+def _check_schema(proto: Any, name: str, opset: int) -> None:
+    """Hold a node of the default domain to its ONNX schema: input count, required
+    attributes, attribute types. A model that breaks its schema is malformed; refusing it
+    here keeps each lowering from meeting ``None`` or an int where it expects a list
+    (fuzzing found several). Ops without a schema are left to the lowering table."""
+    import onnx.defs
+
+    if proto.domain not in ("", "ai.onnx"):
+        return
+    try:
+        schema = onnx.defs.get_schema(proto.op_type, opset)
+    except onnx.defs.SchemaError:
+        return
+    where = f"{proto.op_type} node {name!r}"
+    count = len(proto.input)
+    if not schema.min_input <= count <= schema.max_input:
+        raise ModelError(
+            f"not a valid ONNX model: {where} takes {schema.min_input} to {schema.max_input} "
+            f"inputs, got {count}"
+        )
+    declared = schema.attributes
+    for attr in proto.attribute:
+        spec = declared.get(attr.name)
+        expected = None if spec is None else int(spec.type)  # type: ignore[call-overload]
+        if expected is not None and int(attr.type) != expected:
+            raise ModelError(
+                f"not a valid ONNX model: {where}: attribute {attr.name!r} has type "
+                f"{int(attr.type)}, its schema says {expected}"
+            )
+    given = {attr.name for attr in proto.attribute}
+    for attr_name, spec in declared.items():
+        if spec.required and attr_name not in given:
+            raise ModelError(
+                f"not a valid ONNX model: {where} lacks its required attribute {attr_name!r}"
+            )
 
 
 def _check_text(graph: Any) -> None:

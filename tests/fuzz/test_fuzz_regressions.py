@@ -128,17 +128,16 @@ def test_pad_with_too_few_pads_is_a_conversion_error():
         convert_model(model.SerializeToString())
 
 
-def test_missing_required_attribute_is_a_conversion_error():
-    """Concat without ``axis`` reached ``int(None)`` in the lowering: TypeError."""
-    from edgeops.errors import ConversionError
-
+def test_missing_required_attribute_is_a_model_error():
+    """Concat without ``axis`` reached ``int(None)`` in the lowering: TypeError. The import
+    now holds every node to its ONNX schema."""
     model = onnx.ModelProto()
     model.ParseFromString(_model())
     model.graph.node[0].op_type = "Concat"
     # A declared output shape stands in for what ONNX shape inference cannot infer.
     for dim in (2, 4):
         model.graph.output[0].type.tensor_type.shape.dim.add(dim_value=dim)
-    with pytest.raises(ConversionError, match="missing required attribute 'axis'"):
+    with pytest.raises(ModelError, match="lacks its required attribute 'axis'"):
         convert_model(model.SerializeToString())
 
 
@@ -148,4 +147,29 @@ def test_unknown_element_type_is_a_model_error():
     model.ParseFromString(_model())
     model.graph.input[0].type.tensor_type.elem_type = 33
     with pytest.raises(ModelError, match="unknown element type 33"):
+        convert_model(model.SerializeToString())
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda node: node.input.pop(), "takes 2 to 2 inputs, got 1"),
+        (
+            lambda node: node.attribute.add(name="axis", type=onnx.AttributeProto.INTS),
+            "attribute 'axis' has type 7, its schema says 2",
+        ),
+    ],
+    ids=["inputs", "attribute-type"],
+)
+def test_node_that_breaks_its_onnx_schema_is_a_model_error(edit, message):
+    """A Slice without ends reached ``node.inputs[2]`` (IndexError); a Conv with an
+    attribute of the wrong type reached ``list(None)`` (TypeError). Shown here on Concat and
+    Add, the same schema check."""
+    model = onnx.ModelProto()
+    model.ParseFromString(_model())
+    node = model.graph.node[0]
+    if "axis" in message:
+        node.op_type = "Concat"
+    edit(node)
+    with pytest.raises(ModelError, match=message):
         convert_model(model.SerializeToString())
