@@ -2,14 +2,17 @@
 manifests and deployment directives, and the I/O-free verification core.
 
 * :mod:`edgeops.trust.keys` — :class:`SigningKey`, key ids.
+* :mod:`edgeops.trust.ed25519_verify` — Ed25519 verification (RFC 8032), pure Python.
 * :mod:`edgeops.trust.canonical` — the bytes a signature covers; a strict JSON parser.
 * :mod:`edgeops.trust.envelope` — ``{"signed", "signatures"}`` and role thresholds.
 * :mod:`edgeops.trust.metadata` — :class:`Root`, :class:`Manifest`, :class:`Directive`.
 * :mod:`edgeops.trust.issue` — making and signing them (fleet side).
 * :mod:`edgeops.trust.verify` — :class:`TrustedState`, every check a device makes.
 
-The format is written on ``cryptography`` directly rather than python-tuf's Metadata API;
-``docs/decisions/0002-signed-metadata.md`` has the reasons and the measured cost.
+The format is our own rather than python-tuf's Metadata API;
+``docs/decisions/0002-signed-metadata.md`` has the reasons and the measured cost. Signing
+uses ``cryptography``; verification (:mod:`edgeops.trust.ed25519_verify`) is pure Python, so
+a device never loads it (``docs/decisions/0006-agent-signature-verification.md``).
 """
 
 from __future__ import annotations
