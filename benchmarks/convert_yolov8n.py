@@ -4,8 +4,11 @@ Prints one JSON object. Calibration uses 16 of the scikit-image photos, chosen b
 split of ``edgeops.converters.calibration.split_holdout``; accuracy is measured on the other
 7 (never on a calibration photo) and, because a nudity detector finds little in ordinary
 photos, also on 5 views of each held-out photo (full, mirrored, centre crop, two corner
-crops) and at lower confidence thresholds. Latencies are medians of interleaved runs in this
-one process, so their ratios compare like with like.
+crops) and at lower confidence thresholds. The same 5 views of the 16 calibration photos
+(``calibration_views``) are the set the quantization settings were chosen on; they are
+printed for comparison and are not a held-out figure. ``int8_no_stem`` is the int8 model
+without the float stem (``QuantizeOptions(float_stem=False)``). Latencies are medians of
+interleaved runs in this one process, so their ratios compare like with like.
 
     python benchmarks/convert_yolov8n.py [--runs 30] [--install-size]
 
@@ -21,7 +24,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -62,6 +64,10 @@ def _child(folder: str, output: str) -> None:
         calibration_count=len(images),
     )
     convert(assets.yolov8n_onnx(), output, options)
+    # VmHWM, not the parent's ru_maxrss of its children: Linux carries ru_maxrss over from
+    # the parent across exec, so a large parent would report its own peak.
+    status = Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]
+    print(json.dumps({"peak_rss_kib": int(status)}))
 
 
 def _convert_cost(calibration_photos: list[Path]) -> dict[str, float]:
@@ -71,13 +77,15 @@ def _convert_cost(calibration_photos: list[Path]) -> dict[str, float]:
         for photo in calibration_photos:
             shutil.copy(photo, folder / photo.name)
         started = time.perf_counter()
-        subprocess.run(
+        done = subprocess.run(
             [sys.executable, __file__, "--child", str(folder), str(Path(tmp) / "m.tflite")],
             check=True,
+            capture_output=True,
+            text=True,
         )
         wall = time.perf_counter() - started
         size = (Path(tmp) / "m.tflite").stat().st_size
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    peak_kib = json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_kib"]
     return {
         "int8_convert_wall_s": round(wall, 2),
         "int8_convert_peak_rss_mb": round(peak_kib / 1024, 1),
@@ -144,6 +152,11 @@ def main() -> None:
         for i in split.evaluation_indices
         for v in _views(pixels[i])
     ]
+    calibration_views = [
+        {"images": cal.preprocess_image(np.ascontiguousarray(v), cal.YOLOV8, SHAPE)}
+        for i in split.calibration_indices
+        for v in _views(pixels[i])
+    ]
 
     float_result = convert_model(onnx_bytes, ConvertOptions(input_shapes={"images": SHAPE}))
     int8_result = convert_model(
@@ -167,11 +180,30 @@ def main() -> None:
         )
     )
 
+    no_stem = serialize(
+        quantize_graph(
+            int8_result.float_graph,
+            "int8",
+            split.calibration,
+            options=QuantizeOptions(float_stem=False),
+            progress=False,
+        )
+    )
+
     reference = OnnxRunner(onnx_bytes)
-    models = {"float32": float_result.tflite, "int8": int8_result.tflite, "int8_trap": trap}
+    models = {
+        "float32": float_result.tflite,
+        "int8": int8_result.tflite,
+        "int8_no_stem": no_stem,
+        "int8_trap": trap,
+    }
     runners = {name: TfliteRunner(data) for name, data in models.items()}
     out_shape = [(1, 22, 2100)]
-    sets = {"held_out": split.evaluation, "held_out_views": held_views}
+    sets = {
+        "held_out": split.evaluation,
+        "held_out_views": held_views,
+        "calibration_views": calibration_views,
+    }
     accuracy: dict[str, Any] = {}
     for set_name, items in sets.items():
         refs = [reference.run(s)[0] for s in items]
@@ -209,6 +241,7 @@ def main() -> None:
         {
             "float32_tflite": one_thread["float32"].invoke,
             "int8_tflite": one_thread["int8"].invoke,
+            "int8_no_stem_tflite": one_thread["int8_no_stem"].invoke,
             "int8_trap_tflite": one_thread["int8_trap"].invoke,
             "onnxruntime_float32": lambda: ort_one.run(sample),
         },
@@ -219,6 +252,11 @@ def main() -> None:
     result: dict[str, Any] = {
         "model": "nudenet 320n.onnx (YOLOv8n, 1x3x320x320, 18 classes)",
         "calibration": f"{CALIBRATION_COUNT} photos, auto ranges; {len(split.evaluation)} held out",
+        "sets": {
+            "held_out": "the held-out photos (never calibrated or chosen on)",
+            "held_out_views": "5 views of each held-out photo (never calibrated or chosen on)",
+            "calibration_views": "5 views of each calibration photo (settings chosen on these)",
+        },
         "held_out_photos": [photos[i].name for i in split.evaluation_indices],
         "onnx_bytes": len(onnx_bytes),
         "float32_tflite_bytes": float_size,

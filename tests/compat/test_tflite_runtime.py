@@ -145,23 +145,23 @@ def test_yolov8n_int8_on_held_out_photos(models_dir: Path) -> None:
     expected, litert = data["expected"], data["litert"]
     assert outputs.shape == expected.shape == (7, 1, 22, 2100)
     # Against onnxruntime float32, the integration test's floors for LiteRT (measured in
-    # 2.14: box rows 36.0 dB, score rows 16.4 dB).
-    assert sqnr_db(expected[:, :, :4], outputs[:, :, :4]) >= 30.0
-    assert sqnr_db(expected[:, :, 4:], outputs[:, :, 4:]) >= 12.0
-    # Detections (measured in 2.14 as in LiteRT: 2/2 at 0.25, 6/8 at 0.05).
+    # 2.14: box rows 40.2 dB, score rows 19.1 dB; LiteRT 41.1 and 17.9 dB).
+    assert sqnr_db(expected[:, :, :4], outputs[:, :, :4]) >= 35.0
+    assert sqnr_db(expected[:, :, 4:], outputs[:, :, 4:]) >= 15.0
+    # Detections (measured in 2.14 as in LiteRT: 2/2 at 0.25, 8/8 at 0.05).
     strict = match_rate(list(expected), list(outputs))
     assert strict.reference_detections >= 2
     assert strict.matched == strict.reference_detections
     loose = match_rate(list(expected), list(outputs), conf_threshold=0.05)
-    assert loose.matched >= 0.75 * loose.reference_detections
+    assert loose.matched >= 0.85 * loose.reference_detections
     # Against LiteRT on the same file, where the float model sees something (score >= 0.05):
     # 2.14's reference int8 kernels round differently from XNNPACK's, and the difference
-    # grows through 64 convolutions (measured: boxes within 7.5 px, scores within 0.07).
+    # grows through 57 int8 convolutions (measured: boxes within 10.3 px, scores 0.06).
     seen = expected[:, 0, 4:].max(axis=1) >= 0.05
     assert seen.sum() > 0
     box_gap = np.abs(outputs[:, 0, :4] - litert[:, 0, :4]).transpose(0, 2, 1)[seen]
     score_gap = np.abs(outputs[:, 0, 4:] - litert[:, 0, 4:]).transpose(0, 2, 1)[seen]
-    assert box_gap.max() <= 12.0
+    assert box_gap.max() <= 16.0
     assert score_gap.max() <= 0.1
 
 

@@ -69,11 +69,17 @@ def test_int8_size_and_detection_match(converted: dict[str, Any]) -> None:
     assert detection.reference_detections >= 2  # few, but not none (see the module doc)
     assert detection.match_rate is not None
     assert detection.match_rate >= 0.90
+    # Measured with the float stem: 2/2, 5/5 at 0.1, 8/8 at 0.05 (without it: 2/2, 4/5, 6/8).
+    lower = {threshold: (found, matched) for threshold, found, matched in detection.by_threshold}
+    assert lower[0.05][1] >= 0.85 * lower[0.05][0]
     (output,) = report.outputs
-    # Measured: 35.8 dB, box 35.8 dB, scores 15.9 dB (benchmarks/convert_yolov8n.py).
-    assert output.sqnr_db >= 30.0
-    assert detection.box_sqnr_db >= 30.0
-    assert detection.score_sqnr_db >= 12.0
+    # Measured: 41.1 dB, box 41.1 dB, scores 17.9 dB (benchmarks/convert_yolov8n.py; without
+    # the float stem 35.8 / 35.8 / 15.9 dB).
+    assert output.sqnr_db >= 35.0
+    assert detection.box_sqnr_db >= 35.0
+    assert detection.score_sqnr_db >= 15.0
+    # The stem (the 7 convolutions at stride <= 4) runs in float with float16 filters.
+    assert int8.quantize_result.float_ops["CONV_2D"] == 7
     assert report.to_dict()["size_ratio_vs_float_tflite"] <= 0.27
 
 

@@ -501,3 +501,84 @@ def test_dynamic_conv_transpose_keeps_float_weights() -> None:
     model = _one("ConvTranspose", {"x": [1, 16, 6, 6]}, {"w": _w(16, 32, 3, 3), "b": _w(32)}, {})
     result = convert_model(model, ConvertOptions(quantize="dynamic"))
     assert _tensor(result, "TRANSPOSE_CONV", 1).dtype == np.float32
+
+
+def _strided_convs(depth: int) -> bytes:
+    """``depth`` stride-2 3x3 convs with ReLU on a 1x3x64x64 image (stride 2**depth)."""
+    nodes = []
+    constants: dict[str, np.ndarray] = {}
+    source, channels = "x", 3
+    for i in range(depth):
+        out = 8 * (i + 1)
+        constants[f"w{i}"] = _w(out, channels, 3, 3, scale=0.3)
+        constants[f"b{i}"] = _w(out, scale=0.1)
+        nodes += [
+            helper.make_node(
+                "Conv", [source, f"w{i}", f"b{i}"], [f"c{i}"], strides=[2, 2], pads=[1, 1, 1, 1]
+            ),
+            helper.make_node("Relu", [f"c{i}"], [f"r{i}"]),
+        ]
+        source, channels = f"r{i}", out
+    nodes.append(helper.make_node("GlobalAveragePool", [source], ["y0"]))
+    return make_model(nodes, {"x": [1, 3, 64, 64]}, ["y0"], constants)
+
+
+def _conv_domains(result: ConversionResult) -> list[str]:
+    """``float16`` or ``int8`` for each CONV_2D's filter, in graph order."""
+    assert result.graph is not None
+    kinds = []
+    for op in result.graph.operators:
+        if op.opcode == "CONV_2D":
+            name = op.inputs[1]
+            assert name is not None
+            producer = result.graph.producer(name)
+            if result.graph.tensors[name].dtype == np.int8:
+                kinds.append("int8")
+            else:
+                assert producer is not None
+                assert producer.opcode == "DEQUANTIZE"
+                assert result.graph.tensors[producer.inputs[0]].dtype == np.float16
+                kinds.append("float16")
+    return kinds
+
+
+def test_float_stem_of_a_deep_image_model(tmp_path: Path) -> None:
+    # Strides 2, 4, 8, 16: the model reaches stride 16, so the two convs at stride <= 4
+    # (the stem) stay float, with float16 filters; the deeper ones are int8.
+    model = _strided_convs(4)
+    result, (sqnr,) = _int8(model, {"x": (1, 3, 64, 64)}, tmp_path, low=0.0, high=1.0)
+    assert sqnr >= 30.0
+    assert _conv_domains(result) == ["float16", "float16", "int8", "int8"]
+    assert result.quantize_result.float_ops["CONV_2D"] == 2
+
+
+def test_no_float_stem_in_a_shallow_model_or_when_asked(tmp_path: Path) -> None:
+    # Strides 2, 4, 8 only: "high resolution" is most of the model, so nothing stays float.
+    result, _ = _int8(_strided_convs(3), {"x": (1, 3, 64, 64)}, tmp_path, low=0.0, high=1.0)
+    assert _conv_domains(result) == ["int8"] * 3
+    # int8 model I/O asks for an integer model: no float stem either.
+    result, (sqnr,) = _int8(
+        _strided_convs(4), {"x": (1, 3, 64, 64)}, tmp_path, low=0.0, high=1.0, io_dtype="int8"
+    )
+    assert sqnr >= 25.0
+    assert _conv_domains(result) == ["int8"] * 4
+
+
+def test_float_stem_off_by_option() -> None:
+    from edgeops.converters.quantize import QuantizeOptions, quantize_graph
+    from edgeops.converters.writer import serialize
+
+    float_result = convert_model(_strided_convs(4), ConvertOptions())
+    assert float_result.graph is not None
+    rng = np.random.default_rng(1)
+    samples = [{"x": rng.uniform(0, 1, (1, 3, 64, 64)).astype(np.float32)} for _ in range(8)]
+    graph = quantize_graph(
+        float_result.graph,
+        "int8",
+        samples,
+        options=QuantizeOptions(float_stem=False),
+        progress=False,
+    )
+    convs = [op for op in graph.operators if op.opcode == "CONV_2D"]
+    assert [graph.tensors[op.inputs[1]].dtype for op in convs] == [np.dtype(np.int8)] * 4
+    TfliteRunner(serialize(graph))  # loads
