@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from edgeops.fleet.rollout.runner import RolloutRunner
     from edgeops.fleet.service import FleetService
     from edgeops.fleet.simulate import Simulator
+    from edgeops.fleet.status import FleetStatus
 
 DEFAULT_DEVICES = 12
 MAX_DEVICES = 200
@@ -165,6 +166,10 @@ class DemoView(Protocol):
 
     def rollout_end(self, result: PushResult) -> None: ...
 
+    def fleet_status(self, status: FleetStatus) -> None: ...
+
+    def finished(self, result: DemoResult, *, serving: bool) -> None: ...
+
 
 class NullView:
     """A :class:`DemoView` that shows nothing (``--json``, tests)."""
@@ -188,6 +193,12 @@ class NullView:
         pass
 
     def rollout_end(self, result: PushResult) -> None:
+        pass
+
+    def fleet_status(self, status: FleetStatus) -> None:
+        pass
+
+    def finished(self, result: DemoResult, *, serving: bool) -> None:
         pass
 
 
@@ -253,11 +264,9 @@ class Demo:
             self._timed("broken_push", self.push_broken)
             self._timed("serve", self.serve)
             self.result.seconds["story"] = sum(self.result.seconds.values())
-            if self.options.wait and self.service is not None:
-                self.view.say(
-                    "Ctrl-C stops the service, the simulated devices and the broker "
-                    f"(the fleet stays in {self.workdir})"
-                )
+            serving = self.options.wait and self.service is not None
+            self.view.finished(self.result, serving=serving)
+            if serving:
                 stop = stop or threading.Event()
                 while not stop.wait(0.5):
                     pass
@@ -566,6 +575,39 @@ class Demo:
             "dashboard serving",
             answered is not None,
             f"{url}/ (JSON API {url}/api/fleet, Prometheus {url}/metrics)",
+        )
+        self._fleet_view()
+
+    def _fleet_view(self) -> None:
+        """The registry, now fed by the service from the devices' retained states, must
+        tell what the devices' own records told: everyone online on the good release."""
+        from edgeops.fleet.registry import open_registry
+        from edgeops.fleet.status import fleet_status
+
+        good = self.digests.get("good")
+        store = open_registry(self._fleet().path)
+        try:
+            latest = fleet_status(store, group=GROUP)
+
+            def agrees() -> bool:
+                nonlocal latest
+                latest = fleet_status(store, group=GROUP)
+                return all(d.online and d.bundle == good for d in latest.devices)
+
+            agreed = _wait_for(agrees, 10.0, interval=0.25)
+            # States are retained and arrive at once; the health columns come with the
+            # next telemetry (each device sends one a second, dropped by the broker while
+            # no fleet manager listened): two intervals refresh them.
+            time.sleep(2.0)
+            latest = fleet_status(store, group=GROUP)
+        finally:
+            store.close()
+        self.view.fleet_status(latest)
+        on_good = sum(1 for d in latest.devices if d.online and d.bundle == good)
+        self._check(
+            "the fleet's view agrees",
+            agreed and len(latest.devices) == len(self._sim().devices),
+            f"{on_good}/{len(latest.devices)} devices online on 1.0 in the registry",
         )
 
     # ------------------------------------------------------------------ helpers

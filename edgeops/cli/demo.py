@@ -69,6 +69,30 @@ class RichView:
                 self.console.print()  # a log gets the last table without a line end
         _summary(result.to_json())
 
+    def fleet_status(self, status: Any) -> None:
+        from edgeops.cli.status import _print_status
+
+        self.say("the fleet as the service's registry sees it (edgeops status):")
+        _print_status(status)
+
+    def finished(self, result: Any, *, serving: bool) -> None:
+        self.console.print()
+        failed = [check for check in result.checks if not check.ok]
+        if failed:
+            names = ", ".join(c.name for c in failed)
+            self.say(f"[red]the demo did not go as expected[/]: {names}")
+        else:
+            self.say(
+                f"[green]demo complete[/] in {result.seconds.get('story', 0.0):.0f} s: "
+                f"{len(result.checks)} checks passed"
+            )
+        self.say(f"fleet, devices, bundles and broker log are in {result.workdir}")
+        if serving:
+            self.say(
+                f"[bold]dashboard: {result.dashboard_url}[/]  (the devices keep serving and "
+                "reporting; Ctrl-C stops the service, the devices and the broker)"
+            )
+
 
 @app.command("demo")
 def demo_command(
@@ -145,20 +169,7 @@ def demo_command(
         signal.signal(signal.SIGTERM, previous)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2, sort_keys=True, default=str))
-    else:
-        _final(view, result)
+    elif options.wait:
+        view.say("stopped")
     if not result.ok:
         raise typer.Exit(1)
-
-
-def _final(view: Any, result: Any) -> None:
-    view.console.print()
-    failed = [check for check in result.checks if not check.ok]
-    if failed:
-        view.say(f"[red]the demo did not go as expected[/]: {', '.join(c.name for c in failed)}")
-    else:
-        view.say(
-            f"[green]demo complete[/] in {result.seconds.get('story', 0.0):.0f} s: "
-            f"{len(result.checks)} checks passed"
-        )
-    view.say(f"fleet, devices, bundles and broker log kept in {result.workdir}")

@@ -54,6 +54,7 @@ def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
         "✓ canary rolled back: rollback directive sent to dev-000",
         "✓ no other device got it: 3/3 other devices",
         "✓ dashboard serving: http://127.0.0.1:",
+        "✓ the fleet's view agrees: 4/4 devices online on 1.0",
         "demo complete",
     ):
         assert line in out, f"{line!r} missing from:\n{out[-4000:]}"
@@ -82,6 +83,7 @@ def test_demo_json_reports_every_check(tmp_path: Path) -> None:
         "canary rolled back",
         "no other device got it",
         "dashboard serving",
+        "the fleet's view agrees",
     ]
     assert data["pushes"]["good"]["status"] == "succeeded"
     broken = data["pushes"]["broken"]
