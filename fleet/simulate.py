@@ -39,7 +39,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -161,7 +161,7 @@ class Simulator:
         trial_window_s: float = 2.0,
         min_requests: int = 5,
         latency_runs: int = 5,
-        load_inputs: Mapping[str, np.ndarray] | None = None,
+        load_inputs: Sequence[Mapping[str, np.ndarray]] = (),
         seed: int = 0,
     ) -> None:
         from edgeops.fleet.fleetdir import FleetDir
@@ -184,9 +184,10 @@ class Simulator:
         self.trial_window_s = trial_window_s
         self.min_requests = min_requests
         self.latency_runs = latency_runs
-        # Requests built from these (when their names, shapes and dtypes fit the model),
-        # else from uniform noise, whose input drift against real data is large.
-        self.load_inputs = dict(load_inputs or {})
+        # Requests cycle through these samples (when their names, shapes and dtypes fit
+        # the model), else repeat uniform noise, whose input drift against real data is
+        # large.
+        self.load_inputs = [dict(sample) for sample in load_inputs]
         ids = [f"{prefix}-{i:03d}" for i in range(devices)]
         rng = random.Random(seed)
         faulty = _pick(ids, fail_rate, rng, faulty_devices)
@@ -356,6 +357,8 @@ class Simulator:
         import numpy as np
 
         inputs: dict[str, Any] | None = None
+        cycle: list[dict[str, Any]] = []
+        sent = 0
         specs: tuple[Any, ...] = ()
         rng = np.random.default_rng(abs(hash(agent.device_id)) % 2**32)
         while not self._stop.wait(self.request_interval_s):
@@ -368,14 +371,19 @@ class Simulator:
                     s.name: rng.random(tuple(max(d, 1) for d in s.shape)).astype(s.dtype)
                     for s in specs
                 }
-                given = self.load_inputs
-                if all(
-                    s.name in given
-                    and given[s.name].shape == s.shape
-                    and given[s.name].dtype == np.dtype(s.dtype)
-                    for s in specs
-                ):
-                    inputs = {s.name: given[s.name] for s in specs}
+                cycle = [
+                    {s.name: given[s.name] for s in specs}
+                    for given in self.load_inputs
+                    if all(
+                        s.name in given
+                        and given[s.name].shape == s.shape
+                        and given[s.name].dtype == np.dtype(s.dtype)
+                        for s in specs
+                    )
+                ]
+            if cycle:
+                inputs = cycle[sent % len(cycle)]
+                sent += 1
             # A failing request is counted by the holder (error or rejection): part of the load.
             with contextlib.suppress(EdgeopsError):
                 agent.infer(inputs)
