@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from edgeops.errors import ConversionError
+
 Perm = tuple[int, ...]
 
 #: NCHW → NHWC: TFLite dim k holds ONNX dim NHWC[k].
@@ -42,6 +44,9 @@ def channels_last(rank: int) -> Perm:
 
 def tflite_shape(onnx_shape: Sequence[int], perm: Perm) -> tuple[int, ...]:
     """The TFLite tensor shape of an ONNX value of ``onnx_shape`` laid out by ``perm``."""
+    if len(onnx_shape) != len(perm):
+        # A rank that disagrees with the layout (found by fuzzing: IndexError).
+        raise ConversionError(f"expected a rank-{len(perm)} value, got shape {list(onnx_shape)}")
     return tuple(int(onnx_shape[a]) for a in perm)
 
 
@@ -49,6 +54,8 @@ def tflite_axis(onnx_axis: int, perm: Perm) -> int:
     """Where ONNX axis ``onnx_axis`` (negative allowed) lives in the TFLite tensor."""
     rank = len(perm)
     axis = onnx_axis + rank if onnx_axis < 0 else onnx_axis
+    if not 0 <= axis < rank:
+        raise ConversionError(f"expected an axis in [{-rank}, {rank - 1}], got {onnx_axis}")
     return perm.index(axis)
 
 

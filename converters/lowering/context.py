@@ -50,6 +50,20 @@ class Value:
     perm: Perm
 
 
+def int32_array(values: npt.ArrayLike, what: str) -> npt.NDArray[np.int32]:
+    """``values`` as int32, TFLite's type for shapes, axes and paddings; a model whose
+    values do not fit is refused (fuzzing found numpy's OverflowError escaping here)."""
+    wide = np.asarray(values)
+    if wide.size and wide.dtype.kind in "iu":
+        low, high = int(wide.min()), int(wide.max())
+        if low < -(2**31) or high >= 2**31:
+            raise ConversionError(f"{what}: values {low}..{high} do not fit TFLite's int32")
+    try:
+        return np.asarray(values, dtype=np.int32)
+    except (OverflowError, ValueError, TypeError) as exc:
+        raise ConversionError(f"{what}: expected int32 values, got {values!r:.80}") from exc
+
+
 class Lowering:
     """One lowering run: the ONNX graph being read and the TFLite graph being built."""
 
@@ -134,7 +148,7 @@ class Lowering:
 
     def int32(self, hint: str, values: npt.ArrayLike) -> str:
         """A new int32 constant (shape, axis, padding and index operands)."""
-        return self.graph.add_constant(hint, np.asarray(values, dtype=np.int32))
+        return self.graph.add_constant(hint, int32_array(values, hint))
 
     def temp(self, hint: str, shape: Sequence[int], dtype: npt.DTypeLike) -> str:
         """A new intermediate activation tensor."""

@@ -173,3 +173,26 @@ def test_node_that_breaks_its_onnx_schema_is_a_model_error(edit, message):
     edit(node)
     with pytest.raises(ModelError, match=message):
         convert_model(model.SerializeToString())
+
+
+def test_values_outside_int32_are_a_conversion_error():
+    """Shape, axis and padding operands are int32 in TFLite: numpy raised OverflowError."""
+    from edgeops.converters.lowering.context import int32_array
+    from edgeops.errors import ConversionError
+
+    assert int32_array([1, -1, 2**31 - 1], "shape").dtype == np.int32
+    with pytest.raises(ConversionError, match="do not fit TFLite's int32"):
+        int32_array([1, 2**33], "shape")
+
+
+def test_layout_of_a_value_whose_rank_or_axis_disagrees_is_a_conversion_error():
+    """IndexError and ValueError escaped from the layout helpers."""
+    from edgeops.converters import layout
+    from edgeops.errors import ConversionError
+
+    perm = (0, 2, 3, 1)  # NCHW held as NHWC
+    with pytest.raises(ConversionError, match="expected a rank-4 value"):
+        layout.tflite_shape((1, 3), perm)
+    with pytest.raises(ConversionError, match=r"expected an axis in \[-4, 3\], got 4"):
+        layout.tflite_axis(4, perm)
+    assert layout.tflite_axis(-1, perm) == perm.index(3)
