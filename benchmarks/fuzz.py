@@ -42,7 +42,8 @@ def _signature(log: str) -> str:
     frames = re.findall(r'File "([^"]*/(?:edgeops|converters|agent|fleet)/[^"]+)", line (\d+)', log)
     errors = re.findall(r"^(\w+(?:Error|Exception|Input)\b.*)$", log, flags=re.MULTILINE)
     where = f" at {Path(frames[-1][0]).name}:{frames[-1][1]}" if frames else ""
-    what = errors[-1][:160] if errors else "exit without a Python traceback"
+    # Numbers vary between inputs that hit the same bug ("integer 8589934592 out of bounds").
+    what = re.sub(r"\d+", "N", errors[-1])[:160] if errors else "exit without a Python traceback"
     return f"{what}{where}"
 
 
