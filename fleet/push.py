@@ -26,6 +26,7 @@ with one more tick, so the rollout is left paused, not half-abandoned.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import threading
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
     from edgeops.fleet.rollout.runner import RolloutRunner, SignedDirectiveSink
     from edgeops.mqtt import Link
 
+log = logging.getLogger(__name__)
+
 DEFAULT_TICK_S = 0.25
 DEFAULT_LEASE_S = 6.0
 
@@ -69,6 +72,8 @@ class PushResult:
     directive_publishes: int
     waves: list[dict[str, Any]] = field(default_factory=list)
     rolled_back: list[str] = field(default_factory=list)
+    no_previous: list[str] = field(default_factory=list)
+    """Devices an abort could not send back: the rollout was the group's first bundle."""
 
     @property
     def succeeded(self) -> bool:
@@ -91,6 +96,7 @@ class PushResult:
             },
             "waves": self.waves,
             "rolled_back": self.rolled_back,
+            "no_previous_bundle": self.no_previous,
         }
 
 
@@ -100,8 +106,19 @@ class _CountingSink:
     def __init__(self, sink: SignedDirectiveSink) -> None:
         self.sink = sink
         self.published = 0
+        self.unrollable: list[str] = []
 
     def publish(self, action: PublishDirectives, *, rollout_id: str, policy: RolloutPolicy) -> None:
+        if action.action == "rollback" and action.bundle is None:
+            # The group's first bundle: the devices keep no earlier one to go back to, and
+            # an agent refuses a rollback without one. Say so instead of failing the push.
+            self.unrollable.extend(action.device_ids)
+            log.warning(
+                "rollout %s: no previous bundle to roll %d devices back to",
+                rollout_id,
+                len(action.device_ids),
+            )
+            return
         self.sink.publish(action, rollout_id=rollout_id, policy=policy)
         self.published += len(action.device_ids)
 
@@ -312,8 +329,12 @@ class Push:
             chunk_publishes=self.chunk_publishes,
             directive_publishes=self._sink.published if self._sink else 0,
             waves=wave_views(controller.progress(now=self.clock())),
-            rolled_back=sorted(controller.rolled_back_by_fleet()),
+            rolled_back=sorted(controller.rolled_back_by_fleet() - set(self._unrollable())),
+            no_previous=sorted(self._unrollable()),
         )
+
+    def _unrollable(self) -> list[str]:
+        return self._sink.unrollable if self._sink is not None else []
 
     def close(self) -> None:
         if self.store is not None and self._leased_at and self.rollout_id is not None:

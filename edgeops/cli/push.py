@@ -108,6 +108,11 @@ def _summary(result: dict[str, Any]) -> None:
         console.print(f"  {label}: {wave['stage']} ({wave['devices']} devices: {parts or '-'})")
     if result["rolled_back"]:
         console.print(f"  rollback directives sent to {len(result['rolled_back'])} devices")
+    if result["no_previous_bundle"]:
+        console.print(
+            f"  {len(result['no_previous_bundle'])} devices keep the new bundle: it was the "
+            "group's first, there is no previous one to roll back to"
+        )
     publishes = result["publishes"]
     console.print(
         f"  {publishes['chunks']} bundle publishes, {publishes['directives']} directives, "

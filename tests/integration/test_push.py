@@ -57,7 +57,7 @@ GATES = [
     "--max-error-rate",
     "5%",
     "--max-p95-regression",
-    "25%",
+    "50%",
 ]
 
 
@@ -116,6 +116,10 @@ class Rig:
             faults_from_release=2,
             telemetry_interval_s=0.5,
             trial_window_s=1.0,
+            # A board-like 20 ms per request: scheduling noise on a loaded 2-core machine
+            # stays well inside the 50 % p95 gate, a slow model's 100 ms does not.
+            base_delay_s=0.02,
+            slow_delay_s=0.1,
             **options,  # type: ignore[arg-type]
         )
         sim.start()
@@ -219,7 +223,7 @@ def test_canary_failing_its_health_check_aborts_before_anyone_else_gets_the_bund
 
 
 def test_a_wave_whose_p95_regresses_is_rolled_back_everywhere(rig):
-    # Wave 1's devices serve release 2 20 ms slower; the canary is fine.
+    # Wave 1's devices serve release 2 100 ms slower; the canary is fine.
     sim = rig.simulator(slow_devices=["sim-001", "sim-002"])
     try:
         rig.baseline(sim)
@@ -320,7 +324,7 @@ def test_ctrl_c_leaves_the_rollout_paused_and_it_resumes_where_it_stopped(rig):
             assert "edgeops rollout resume r-int" in stderr
             record = store.get_rollout("r-int")
             assert record is not None
-            assert record.status == "paused"
+            assert record.status == "paused", record.reason
         finally:
             store.close()
         # Paused between waves: nobody past the canary was sent the bundle.

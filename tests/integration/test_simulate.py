@@ -35,7 +35,7 @@ def test_offline_devices_stay_away_and_the_others_report_real_latency(rig):
         policy = RolloutPolicy(
             waves=(100.0,),
             soak_s=1.5,
-            wave_timeout_s=4.0,
+            wave_timeout_s=8.0,
             max_failures_percent=20.0,
             max_p95_regression_percent=None,
         )
@@ -54,9 +54,9 @@ def test_offline_devices_stay_away_and_the_others_report_real_latency(rig):
                 assert record.online
                 assert record.bundle == rig.v1
                 # The load thread's requests, timed by the agent: at least the simulated
-                # board's 5 ms per request, far from a made-up figure.
+                # board's 20 ms per request, far from a made-up figure.
                 assert record.p95_ms is not None
-                assert 5.0 <= record.p95_ms < 200.0, record.p95_ms
+                assert 20.0 <= record.p95_ms < 500.0, record.p95_ms
         finally:
             store.close()
         assert sim.measure_rss() > 0

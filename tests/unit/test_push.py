@@ -149,3 +149,14 @@ def test_the_simulated_runtime_delays_and_corrupts_what_the_real_one_computes():
     assert (broken.inputs, broken.outputs, broken.name) == ((spec,), (out,), "fake")
     broken.close()
     assert inner.closed
+
+
+def test_an_abort_of_the_groups_first_bundle_has_nothing_to_roll_back_to():
+    inner = RecordingSink()
+    sink = _CountingSink(inner)  # type: ignore[arg-type]
+    sink.publish(
+        PublishDirectives("rollback", ("a", "b"), None, 0), rollout_id="r", policy=RolloutPolicy()
+    )
+    assert inner.actions == []
+    assert sink.published == 0
+    assert sink.unrollable == ["a", "b"]
