@@ -109,3 +109,32 @@ def test_coverage_guided_run_finds_nothing(tmp_path):
     assert not failures, "\n".join(failures)
     for name, _, log in results:
         assert "Done " in log, f"{name}: libFuzzer did not finish its run\n{log}"
+
+
+def test_harness_passes_edgeops_errors_and_fails_everything_else():
+    import time
+
+    from fuzz_harness import SlowInput, Target
+
+    from edgeops.errors import ProtocolError
+
+    def build():
+        def body(data: bytes) -> None:
+            if data == b"edgeops":
+                raise ProtocolError("expected a message")
+            if data == b"other":
+                raise ValueError("escaped")
+            if data == b"hang":
+                while True:
+                    time.sleep(0.01)
+
+        return body
+
+    one_input = build_one_input(
+        Target(name="t", doc="", build=build, seeds=list, time_limit_s=0.2), alarm=True
+    )
+    one_input(b"edgeops")
+    with pytest.raises(ValueError, match="escaped"):
+        one_input(b"other")
+    with pytest.raises(SlowInput, match=r"ran longer than 0\.2 s"):
+        one_input(b"hang")
