@@ -14,6 +14,7 @@ import numpy.typing as npt
 from edgeops.converters import layout
 from edgeops.converters.lowering.context import Lowering, register
 from edgeops.converters.onnx_import import Node
+from edgeops.errors import ConversionError
 
 
 def _fully_connected(
@@ -108,10 +109,14 @@ def _gemm_general(ctx: Lowering, node: Node, *, alpha: float, beta: float) -> No
     if has_c:
         c_const = ctx.const(c_name)
         if c_const is not None:
-            c_tensor = ctx.constant(
-                f"{node.name}/c",
-                np.broadcast_to(c_const.astype(np.float64) * beta, shape).astype(dtype),
-            )
+            try:
+                c_values = np.broadcast_to(c_const.astype(np.float64) * beta, shape)
+            except ValueError as exc:  # found by fuzzing: a C that does not broadcast
+                raise ConversionError(
+                    f"Gemm node {node.name!r}: C of shape {list(c_const.shape)} does not "
+                    f"broadcast to the output shape {list(shape)}"
+                ) from exc
+            c_tensor = ctx.constant(f"{node.name}/c", c_values.astype(dtype))
         else:
             if beta != 1.0:
                 ctx.unsupported("a non-constant C with beta != 1")

@@ -196,3 +196,24 @@ def test_layout_of_a_value_whose_rank_or_axis_disagrees_is_a_conversion_error():
     with pytest.raises(ConversionError, match=r"expected an axis in \[-4, 3\], got 4"):
         layout.tflite_axis(4, perm)
     assert layout.tflite_axis(-1, perm) == perm.index(3)
+
+
+def test_gemm_whose_c_does_not_broadcast_is_a_conversion_error():
+    """A constant C of 5 values for a 1x1 output: numpy's broadcast_to raised ValueError."""
+    from edgeops.errors import ConversionError
+
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "b", "c"], ["y"], transB=1)],
+        "regression",
+        [
+            helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4]),
+            # B an input, not a constant: the general Gemm path, where C is broadcast
+            helper.make_tensor_value_info("b", onnx.TensorProto.FLOAT, [1, 4]),
+        ],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(np.ones(5, np.float32), "c")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    with pytest.raises(ConversionError, match="does not broadcast to the output shape"):
+        convert_model(model.SerializeToString())
