@@ -83,6 +83,7 @@ from edgeops.errors import (
     InputError,
     ModelError,
     StateError,
+    StorageError,
     TransportError,
 )
 from edgeops.fsutil import atomic_write_bytes, atomic_write_json
@@ -625,12 +626,41 @@ class Agent:
 
     def _handle(self, event: Event) -> None:
         assert self._updater is not None
+        before = self._updater.state
         try:
             actions = self._updater.handle(event)
         except StateError as exc:
             log.warning("ignored %s: %s", type(event).__name__, exc)
             return
+        if actions and isinstance(actions[0], Persist):
+            try:
+                self._run_action(actions[0])
+            except StorageError as exc:
+                self._write_ahead_failed(before, actions[0].state, exc)
+                return
+            actions = actions[1:]
         self._execute(actions)
+
+    def _write_ahead_failed(
+        self, before: UpdaterState, wanted: UpdaterState, exc: StorageError
+    ) -> None:
+        # Found with a full state disk: the transition is dropped, not half-done, and the
+        # fleet hears why instead of waiting for a device that silently stays put. The
+        # retained directive is handled afresh after the next reconnect.
+        assert self._updater is not None
+        self._updater.restore(before)
+        candidate = wanted.candidate
+        log.error("cannot persist phase %s: %s", wanted.phase.value, exc)
+        self._publish_report(
+            Report(
+                kind="update_result",
+                state=Phase.FAILED.value,
+                directive_seq=None if candidate is None else candidate.order.sequence,
+                bundle_digest=None if candidate is None else candidate.order.bundle_digest,
+                reason=f"StorageError: {exc}",
+                figures={"phase": wanted.phase.value},
+            )
+        )
 
     def _measure_trial(self) -> TrialMeasured:
         now = self._clock()

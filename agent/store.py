@@ -24,6 +24,7 @@ Every durable write goes through :mod:`edgeops.fsutil` (temp file, fsync, ``os.r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -47,6 +48,7 @@ class Store:
 
     def __init__(self, state_dir: Path) -> None:
         self.root = Path(state_dir)
+        self._event_seq_unsaved = 0
 
     # ------------------------------------------------------------------ layout
 
@@ -139,7 +141,12 @@ class Store:
             current = 0
         except (OSError, ValueError):
             current = 0
-        atomic_write_bytes(self.events_seq_path, f"{current + 1}\n".encode("ascii"))
+        # Numbers handed out while the counter could not be written (a full disk) are
+        # remembered here, so an event still goes out and the next one does not reuse it.
+        current = max(current, self._event_seq_unsaved)
+        self._event_seq_unsaved = current + 1
+        with contextlib.suppress(StorageError):
+            atomic_write_bytes(self.events_seq_path, f"{current + 1}\n".encode("ascii"))
         return current
 
     # ------------------------------------------------------------------ bundles

@@ -545,6 +545,11 @@ class Updater:
     def busy(self) -> bool:
         return self._state.phase not in RESTING_PHASES
 
+    def restore(self, state: UpdaterState) -> None:
+        """Go back to ``state``, the last one persisted, when the write-ahead of a
+        transition failed (a full disk): a transition that was not written did not happen."""
+        self._state = state
+
     # ------------------------------------------------------------------ dispatch
 
     def handle(self, event: Event) -> list[UpdaterAction]:

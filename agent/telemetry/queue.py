@@ -22,6 +22,8 @@ total dropped is kept in ``queue.json`` so it can be reported.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import struct
 import threading
@@ -51,6 +53,11 @@ class QueueStats:
     def to_json(self) -> dict[str, int]:
         """A JSON-ready dict with the same keys."""
         return asdict(self)
+
+
+def _disk_full(exc: StorageError) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _entry_name(seq: int) -> str:
@@ -187,8 +194,24 @@ class DiskQueue:
         with self._lock:
             self._enforce_bounds(incoming=len(payload))
             seq = self._next_seq
-            atomic_write_bytes(self.folder / _entry_name(seq), encode_entry(seq, payload))
+            dropped_for_space = 0
+            while True:
+                try:
+                    atomic_write_bytes(self.folder / _entry_name(seq), encode_entry(seq, payload))
+                    break
+                except StorageError as exc:
+                    # A full disk is one more bound: keep the newest, as for max_bytes.
+                    if not _disk_full(exc) or not self._sizes:
+                        raise
+                    oldest = next(iter(self._sizes))
+                    (self.folder / _entry_name(oldest)).unlink(missing_ok=True)
+                    self._bytes -= self._sizes.pop(oldest)
+                    self._dropped += 1
+                    dropped_for_space += 1
             self._next_seq = seq + 1
+            if dropped_for_space:
+                with contextlib.suppress(StorageError):
+                    self._write_state()
             self._sizes[seq] = len(payload)
             self._bytes += len(payload)
             return seq

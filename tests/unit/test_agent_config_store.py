@@ -205,3 +205,25 @@ def test_an_installed_config_keeps_working_when_copied_elsewhere(tmp_path):
     assert config.state_dir == state.resolve()
     assert config.tls_key == state.resolve() / "tls" / "device.key"
     assert config.tls_ca == state.resolve() / "tls" / "ca.crt"
+
+
+def test_event_numbers_keep_growing_while_the_counter_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from edgeops.agent import store as store_module
+    from edgeops.errors import StorageError
+
+    store = Store(tmp_path)
+    assert store.next_event_seq() == 0
+    real_write = store_module.atomic_write_bytes
+
+    def full_disk(path: Path, data: bytes, **kw: object) -> None:
+        raise StorageError(f"cannot write {path}") from OSError(errno.ENOSPC, "No space")
+
+    monkeypatch.setattr(store_module, "atomic_write_bytes", full_disk)
+    assert [store.next_event_seq() for _ in range(2)] == [1, 2]
+    monkeypatch.setattr(store_module, "atomic_write_bytes", real_write)
+    assert store.next_event_seq() == 3
+    assert Store(tmp_path).next_event_seq() == 4

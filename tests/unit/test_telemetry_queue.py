@@ -114,3 +114,36 @@ def test_damaged_state_file_falls_back_to_entries(tmp_path: Path) -> None:
     assert reopened.append(b"z") == 4
     assert json.loads((folder / "queue.json").read_text())["next_seq"] == 4  # rewritten on open
     assert [seq for seq, _ in reopened.pending(10)] == [1, 2, 3, 4]
+
+
+def test_a_full_disk_drops_the_oldest_entries_and_counts_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from edgeops.agent.telemetry import queue as queue_module
+    from edgeops.errors import StorageError
+
+    queue = DiskQueue(tmp_path / "q")
+    for i in range(4):
+        queue.append(f"m{i}".encode())
+    real_write = queue_module.atomic_write_bytes
+    failures = [2]  # the disk has room again once two entries are gone
+
+    def full_disk(path: Path, data: bytes, **kw: object) -> None:
+        if failures[0] == 0:
+            real_write(path, data)
+            return
+        failures[0] -= 1
+        raise StorageError(f"cannot write {path}") from OSError(errno.ENOSPC, "No space")
+
+    monkeypatch.setattr(queue_module, "atomic_write_bytes", full_disk)
+    assert queue.append(b"new") == 5
+    assert [seq for seq, _ in queue.pending(10)] == [3, 4, 5]
+    assert queue.dropped == 2
+
+    failures[0] = 10**6  # nothing left to drop once the queue is empty: the error stands
+    queue.ack_through(5)
+    with pytest.raises(StorageError):
+        queue.append(b"more")
+    assert queue.dropped == 2
