@@ -94,6 +94,8 @@ class FaultRig:
         (self.root / f"{RECORDER}.key").write_bytes(key_pem)
         (self.root / f"{RECORDER}.crt").write_bytes(cert_pem)
         self.telemetry: dict[str, list[int]] = {}
+        self.dropped: dict[str, int] = {}
+        """The largest running total of dropped entries each device reported."""
         self.store: RegistryStore | None = None
         self.ingestor: Ingestor | None = None
         self._telemetry_lock = threading.Lock()
@@ -164,9 +166,12 @@ class FaultRig:
 
     def _on_telemetry(self, message: Message) -> None:
         topic = parse_topic(message.topic)
-        seq = TelemetryMessage.from_bytes(message.payload).seq
+        telemetry = TelemetryMessage.from_bytes(message.payload)
         with self._telemetry_lock:
-            self.telemetry.setdefault(topic.device_id, []).append(seq)
+            self.telemetry.setdefault(topic.device_id, []).append(telemetry.seq)
+            self.dropped[topic.device_id] = max(
+                self.dropped.get(topic.device_id, 0), telemetry.dropped
+            )
         if self.ingestor is not None:
             self.ingestor.submit(message.topic, message.payload)
 
@@ -300,13 +305,15 @@ class Devices:
         enroll(self.rig.root, device_id, output=archive, group="solo", board="generic-x86_64")
         return install_bootstrap(archive, state_dir or self.folder / device_id)
 
-    def agent(self, config_path: Path, **agent_options: Any) -> Agent:
+    def agent(
+        self, config_path: Path, *, telemetry_interval_s: float = 3600.0, **agent_options: Any
+    ) -> Agent:
         """An in-process agent of that config (API off, fast trial checks), not started."""
         config = AgentConfig.load(config_path)
         config = dataclasses.replace(
             config,
             api_enabled=False,
-            telemetry_interval_s=3600.0,
+            telemetry_interval_s=telemetry_interval_s,
             min_requests=5,
             trial_check_interval_s=0.05,
         )

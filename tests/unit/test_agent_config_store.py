@@ -217,7 +217,7 @@ def test_event_numbers_keep_growing_while_the_counter_cannot_be_written(
 
     store = Store(tmp_path)
     assert store.next_event_seq() == 0
-    real_write = store_module.atomic_write_bytes
+    from edgeops.fsutil import atomic_write_bytes as real_write
 
     def full_disk(path: Path, data: bytes, **kw: object) -> None:
         raise StorageError(f"cannot write {path}") from OSError(errno.ENOSPC, "No space")

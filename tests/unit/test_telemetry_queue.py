@@ -127,7 +127,8 @@ def test_a_full_disk_drops_the_oldest_entries_and_counts_them(
     queue = DiskQueue(tmp_path / "q")
     for i in range(4):
         queue.append(f"m{i}".encode())
-    real_write = queue_module.atomic_write_bytes
+    from edgeops.fsutil import atomic_write_bytes as real_write
+
     failures = [2]  # the disk has room again once two entries are gone
 
     def full_disk(path: Path, data: bytes, **kw: object) -> None:
