@@ -37,7 +37,6 @@ import secrets
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -665,6 +664,8 @@ class Demo:
         return outcome
 
     def _get_json(self, url: str) -> Any:
+        import urllib.request
+
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 return json.loads(response.read())

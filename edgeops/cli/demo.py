@@ -10,6 +10,7 @@ import typer
 
 from edgeops.cli import app
 from edgeops.cli.output import JSON_OPTION_HELP
+from edgeops.demo import NullView
 
 
 class RichView:
@@ -94,6 +95,17 @@ class RichView:
             )
 
 
+class JsonView(NullView):
+    """``--json``: nothing on stdout but the result; where the dashboard is, on stderr."""
+
+    def finished(self, result: Any, *, serving: bool) -> None:
+        if serving:
+            typer.echo(
+                f"dashboard: {result.dashboard_url} (Ctrl-C stops; the JSON result follows)",
+                err=True,
+            )
+
+
 @app.command("demo")
 def demo_command(
     *,
@@ -124,14 +136,15 @@ def demo_command(
     and waves, push a broken release and watch the gates abort and roll it back, then
     serve the dashboard until Ctrl-C.
 
-    Everything is real and local: the fleet's keys and CA, Mosquitto with TLS client
-    certificates, one agent per device. Exits 0 when every step went as expected.
+    Real and local: the fleet's keys and CA, Mosquitto with TLS client certificates, one
+    agent per device running the converted model. The one simulated fault: the devices
+    serve the broken release 500 ms slower. Exits 0 when every step went as expected.
     """
     import json
     import signal
     import threading
 
-    from edgeops.demo import Demo, DemoOptions, NullView
+    from edgeops.demo import Demo, DemoOptions
     from edgeops.fleet.service import parse_http_address
 
     host, port = parse_http_address(http)
@@ -144,7 +157,7 @@ def demo_command(
         wait=not no_wait,
         progress=not as_json,
     )
-    view = NullView() if as_json else RichView()
+    view: Any = JsonView() if as_json else RichView()
     demo = Demo(options, view)
     if not as_json:
         view.say(f"edgeops demo in {demo.workdir}")
