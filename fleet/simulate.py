@@ -133,9 +133,11 @@ class Simulator:
     """``devices`` real agents of ``fleet_dir`` in this process; ``start()`` / ``stop()``
     or a ``with`` block.
 
-    Devices are ``{prefix}-000``, ``{prefix}-001``…; one already enrolled (its state
-    folder under ``workdir`` holds an ``agent.toml``) is reused as it is, so a second run
-    continues with the bundles the devices installed in the first.
+    Devices are ``{prefix}-000``, ``{prefix}-001``…, or from ``{prefix}-{first}`` on (one
+    process holds about 340 agents: paho's network loop uses ``select()``, blind past file
+    descriptor 1024; ``edgeops simulate --processes`` runs slices side by side). One already
+    enrolled (its state folder under ``workdir`` holds an ``agent.toml``) is reused as it
+    is, so a second run continues with the bundles the devices installed in the first.
     """
 
     def __init__(
@@ -143,6 +145,7 @@ class Simulator:
         fleet_dir: Path,
         *,
         devices: int,
+        first: int = 0,
         group: str = DEFAULT_GROUP,
         prefix: str = DEFAULT_PREFIX,
         board: str | None = None,
@@ -188,8 +191,11 @@ class Simulator:
         # the model), else repeat uniform noise, whose input drift against real data is
         # large.
         self.load_inputs = [dict(sample) for sample in load_inputs]
-        ids = [f"{prefix}-{i:03d}" for i in range(devices)]
-        rng = random.Random(seed)
+        if first < 0:
+            raise ConfigError(f"expected a first device index >= 0, got {first}")
+        ids = [f"{prefix}-{i:03d}" for i in range(first, first + devices)]
+        # Seeded per slice, so that processes running slices of one fleet draw differently.
+        rng = random.Random(seed * 1_000_003 + first)
         faulty = _pick(ids, fail_rate, rng, faulty_devices)
         slow = _pick(ids, slow_rate, rng, slow_devices)
         down = _pick(ids, offline, rng, offline_devices)

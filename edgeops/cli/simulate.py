@@ -57,6 +57,16 @@ def simulate_command(
         float | None, typer.Option("--duration", help="Stop after this many seconds.")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Which devices get which fault.")] = 0,
+    first: Annotated[
+        int, typer.Option("--first", help="Index of the first device (PREFIX-FIRST…).")
+    ] = 0,
+    processes: Annotated[
+        int,
+        typer.Option(
+            "--processes",
+            help="Run the devices in this many processes (about 340 fit in one).",
+        ),
+    ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_OPTION_HELP)] = False,
 ) -> None:
     """Enroll DEVICES devices (once) and run a real agent for each until Ctrl-C.
@@ -67,11 +77,54 @@ def simulate_command(
     import signal
     import threading
 
+    from edgeops.errors import ConfigError
     from edgeops.fleet.simulate import Simulator
 
+    if processes < 1 or processes > devices:
+        raise ConfigError(f"--processes: expected 1 to {devices}, got {processes}")
+    options = {
+        "group": group,
+        "prefix": prefix,
+        "board": board,
+        "fail_rate": fail_rate,
+        "slow_rate": 1.0 if slow_model else 0.0,
+        "slow_delay_s": slow_ms / 1000.0,
+        "offline": offline,
+        "faults_from_release": faults_from_release,
+        "telemetry_interval_s": telemetry_interval,
+        "trial_window_s": trial_window,
+        "seed": seed,
+    }
+    if processes > 1:
+        # Enroll every device here, once (each enrollment rewrites the ACL), then let each
+        # child run its slice of the already enrolled devices.
+        Simulator(fleet, devices=devices, first=first, **options).enroll()  # type: ignore[arg-type]
+        _run_children(
+            fleet,
+            devices=devices,
+            first=first,
+            processes=processes,
+            duration=duration,
+            child_args=[
+                *("--group", group, "--prefix", prefix, "--fail-rate", str(fail_rate)),
+                *("--slow-ms", str(slow_ms), "--offline", str(offline), "--seed", str(seed)),
+                *("--telemetry-interval", str(telemetry_interval)),
+                *("--trial-window", str(trial_window)),
+                *(["--slow-model"] if slow_model else []),
+                *(["--board", board] if board else []),
+                *(
+                    ["--faults-from-release", str(faults_from_release)]
+                    if faults_from_release is not None
+                    else []
+                ),
+                *(["--json"] if as_json else []),
+            ],
+        )
+        return
     sim = Simulator(
         fleet,
         devices=devices,
+        first=first,
         group=group,
         prefix=prefix,
         board=board,
@@ -103,6 +156,51 @@ def simulate_command(
                 stop.wait(duration)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _run_children(
+    fleet: Path,
+    *,
+    devices: int,
+    first: int,
+    processes: int,
+    duration: float | None,
+    child_args: list[str],
+) -> None:
+    """One ``edgeops simulate`` per slice; SIGTERM / Ctrl-C here stops them all."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    base, extra = divmod(devices, processes)
+    children: list[subprocess.Popen[bytes]] = []
+    start = first
+    for index in range(processes):
+        count = base + (1 if index < extra else 0)
+        command = [sys.executable, "-m", "edgeops", "simulate", "--fleet", str(fleet)]
+        command += ["--devices", str(count), "--first", str(start), *child_args]
+        if duration is not None:
+            command += ["--duration", str(duration)]
+        children.append(subprocess.Popen(command))
+        start += count
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.is_set() and any(c.poll() is None for c in children):
+            stop.wait(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            child.wait(60)
+        signal.signal(signal.SIGTERM, previous)
+    failed = [c.returncode for c in children if c.returncode not in (0, -signal.SIGTERM)]
+    if failed:
+        raise typer.Exit(1)
 
 
 def _print(summary: dict[str, object]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -94,3 +95,44 @@ def test_the_command_enrolls_once_and_runs_until_its_duration(rig):
         assert len(store.list_devices(group="sim")) == 3
     finally:
         store.close()
+
+
+def test_processes_split_the_devices_into_slices(rig):
+    command = [sys.executable, "-m", "edgeops", "simulate", "--fleet", str(rig.root)]
+    command += ["--devices", "4", "--processes", "2", "--duration", "1.5", "--json"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+    assert run.returncode == 0, run.stderr
+    decoder = json.JSONDecoder()
+    text, summaries = run.stdout.strip(), []
+    while text:
+        summary, end = decoder.raw_decode(text)
+        summaries.append(summary)
+        text = text[end:].strip()
+    assert sorted(s["running"] for s in summaries) == [2, 2]
+    store = open_registry(rig.root)
+    try:
+        devices = store.list_devices(group="sim")
+        assert sorted(d.device_id for d in devices) == [f"sim-{i:03d}" for i in range(4)]
+    finally:
+        store.close()
+    # Every slice's agents connected with their certificates: each left its retained state
+    # (offline, from its clean stop) on the broker.
+    from edgeops.fleet.fleetdir import FleetDir
+    from edgeops.fleet.push import manager_link
+    from edgeops.protocol import StateMessage
+
+    states: dict[str, StateMessage] = {}
+    link = manager_link(FleetDir.open(rig.root))
+    link.connect(timeout=10)
+    try:
+        link.subscribe(
+            "edgeops/v1/demo/dev/+/state",
+            lambda m: states.__setitem__(m.topic.split("/")[4], StateMessage.from_bytes(m.payload)),
+        ).wait(10)
+        deadline = time.monotonic() + 5
+        while len(states) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        link.close()
+    assert sorted(states) == [f"sim-{i:03d}" for i in range(4)]
+    assert not any(state.online for state in states.values())
