@@ -3,13 +3,15 @@ each reduced to what triggers it."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import onnx
 import pytest
 from onnx import helper, numpy_helper
 
 from edgeops.converters.pipeline import convert_model
-from edgeops.errors import ModelError
+from edgeops.errors import EdgeopsError, ModelError
 
 
 def _model(*, initializer: onnx.TensorProto | None = None, constant: bool = False) -> bytes:
@@ -217,3 +219,33 @@ def test_gemm_whose_c_does_not_broadcast_is_a_conversion_error():
     model.ir_version = 8
     with pytest.raises(ConversionError, match="does not broadcast to the output shape"):
         convert_model(model.SerializeToString())
+
+
+def test_constant_folding_does_not_materialise_a_huge_padded_conv():
+    """A Conv of constants with a pad of 2**28: the folder evaluated it and exhausted memory.
+    The inferred output size is now checked against the fold cap before evaluating."""
+    import tracemalloc
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["w", "w", "b"], ["c"], pads=[2**28, 1, 1, 1]),
+            helper.make_node("Add", ["x", "x"], ["y"]),
+        ],
+        "regression",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        initializer=[
+            numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w"),
+            numpy_helper.from_array(np.zeros(4, np.float32), "b"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    tracemalloc.start()
+    try:
+        with contextlib.suppress(EdgeopsError):
+            convert_model(model.SerializeToString())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 200 * 1024 * 1024, f"peak {peak / 2**20:.0f} MiB"
