@@ -24,7 +24,9 @@ Prints one JSON object. In one run:
   the push's start to the device entering it (``verifying``: its download is complete);
 * ``process_cpu_s`` — CPU seconds this process (the fleet manager and every simulated
   device: TLS, hashing, verifying, unpacking, loading models) used during the rollout, and
-  per second of it: near 1 means one interpreter's lock, not the broker, sets the pace;
+  per second of it: near 1 means one interpreter's lock, not the broker, sets the pace
+  (with ``--processes K`` the devices run in ``edgeops simulate --processes K`` children and
+  this is the fleet manager's share alone);
 * ``agent_rss_mb`` — resident memory the agents added to this process, per agent, once each
   serves the model (``agent_rss_mb_before_install``: connected, no model yet). The first
   agent also pays for the libraries (LiteRT, numpy, OpenSSL) the process loads once.
@@ -37,6 +39,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -108,12 +111,43 @@ def phase_medians(fleet_dir: Path, devices: list[str], *, since: float) -> dict[
     return {state: round(statistics.median(v), 2) for state, v in sorted(firsts.items())}
 
 
+def wait_online(fleet: FleetDir, count: int, *, timeout: float) -> None:
+    """Until ``count`` devices have a retained online state on the broker."""
+    from edgeops.fleet.push import manager_link
+    from edgeops.protocol import StateMessage
+
+    online: dict[str, bool] = {}
+    link = manager_link(fleet)
+    link.connect(timeout=10)
+    try:
+        link.subscribe(
+            f"edgeops/v1/{fleet.name}/dev/+/state",
+            lambda m: online.__setitem__(
+                m.topic.split("/")[4], bool(m.payload) and StateMessage.from_bytes(m.payload).online
+            ),
+        ).wait(10)
+        deadline = time.monotonic() + timeout
+        while sum(online.values()) < count:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"only {sum(online.values())} of {count} devices came online")
+            time.sleep(0.2)
+    finally:
+        link.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--bundle-mb", type=float, default=3.0)
     parser.add_argument("--chunk-kib", type=int, default=256)
     parser.add_argument("--trial-window-s", type=float, default=1.0)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="Run the devices in this many edgeops simulate processes (not this one); "
+        "RSS per agent is then not measured.",
+    )
     parser.add_argument(
         "--tmp",
         type=Path,
@@ -136,6 +170,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="edgeops-bench-rollout-", dir=args.tmp))
     broker: subprocess.Popen[bytes] | None = None
     sim: Simulator | None = None
+    children: subprocess.Popen[bytes] | None = None
     try:
         port = free_port()
         fleet = init_fleet(
@@ -166,8 +201,25 @@ def main() -> None:
         )
         sim.enroll()
         enroll_s = time.perf_counter() - started
-        sim.start()
-        sim.wait_connected(timeout=120)
+        ids = list(sim.devices)
+        if args.processes > 1:
+            # The devices in their own processes (edgeops simulate --processes): this one
+            # only runs the fleet manager.
+            children = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "edgeops", "simulate", "--fleet", str(fleet.path)),
+                    *("--devices", str(args.devices), "--processes", str(args.processes)),
+                    *("--board", "generic-x86_64", "--telemetry-interval", "5"),
+                    *("--trial-window", str(args.trial_window_s), "--request-interval", "0.5"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            sim = None
+            wait_online(fleet, args.devices, timeout=180)
+        else:
+            sim.start()
+            sim.wait_connected(timeout=120)
         start_s = time.perf_counter() - started - enroll_s
 
         policy = RolloutPolicy(
@@ -178,7 +230,7 @@ def main() -> None:
             wave_timeout_s=600.0,
         )
         with Push(
-            fleet.path, bundle, group=sim.group, policy=policy, chunk_size=args.chunk_kib * 1024
+            fleet.path, bundle, group="sim", policy=policy, chunk_size=args.chunk_kib * 1024
         ) as push:
             push.verify()
             began = time.perf_counter()
@@ -192,13 +244,19 @@ def main() -> None:
         cpu_s = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
         if not result.succeeded:
             raise SystemExit(f"rollout did not succeed: {result.reason}")
-        committed = sum(1 for d in sim.agents if sim.running_bundle(d) == result.bundle)
-        phases = phase_medians(fleet.path, list(sim.agents), since=began_wall)
-        idle_rss_mb = sim.rss_per_agent_bytes / 2**20
-        time.sleep(2.0)  # a few inference requests and a telemetry sample on the new model
-        rss_mb = sim.measure_rss() / 2**20
-        sim.stop()
-        sim = None
+        committed = result.waves[0]["counts"]["committed"]
+        phases = phase_medians(fleet.path, ids, since=began_wall)
+        idle_rss_mb = rss_mb = None
+        if sim is not None:
+            idle_rss_mb = round(sim.rss_per_agent_bytes / 2**20, 2)
+            time.sleep(2.0)  # a few inference requests and a telemetry sample on the new model
+            rss_mb = round(sim.measure_rss() / 2**20, 2)
+            sim.stop()
+            sim = None
+        if children is not None:
+            children.send_signal(signal.SIGTERM)
+            children.wait(120)
+            children = None
         broker.terminate()
         broker.wait(10)
         broker = None
@@ -213,6 +271,9 @@ def main() -> None:
     finally:
         if sim is not None:
             sim.stop()
+        if children is not None:
+            children.send_signal(signal.SIGTERM)
+            children.wait(120)
         if broker is not None:
             broker.terminate()
             broker.wait(10)
@@ -229,8 +290,9 @@ def main() -> None:
                 "chunks": meta.chunk_count,
                 "enroll_s": round(enroll_s, 2),
                 "agents_start_s": round(start_s, 2),
-                "agent_rss_mb_before_install": round(idle_rss_mb, 2),
-                "agent_rss_mb": round(rss_mb, 2),
+                "processes": args.processes,
+                "agent_rss_mb_before_install": idle_rss_mb,
+                "agent_rss_mb": rss_mb,
                 "push_prepare_s": round(prepared, 3),
                 "rollout_s": round(rollout_s, 3),
                 "committed": committed,

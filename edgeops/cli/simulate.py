@@ -53,6 +53,9 @@ def simulate_command(
     trial_window: Annotated[
         float, typer.Option("--trial-window", help="Seconds a new bundle is on trial.")
     ] = 5.0,
+    request_interval: Annotated[
+        float, typer.Option("--request-interval", help="Seconds between a device's requests.")
+    ] = 0.05,
     duration: Annotated[
         float | None, typer.Option("--duration", help="Stop after this many seconds.")
     ] = None,
@@ -93,6 +96,7 @@ def simulate_command(
         "faults_from_release": faults_from_release,
         "telemetry_interval_s": telemetry_interval,
         "trial_window_s": trial_window,
+        "request_interval_s": request_interval,
         "seed": seed,
     }
     if processes > 1:
@@ -110,6 +114,7 @@ def simulate_command(
                 *("--slow-ms", str(slow_ms), "--offline", str(offline), "--seed", str(seed)),
                 *("--telemetry-interval", str(telemetry_interval)),
                 *("--trial-window", str(trial_window)),
+                *("--request-interval", str(request_interval)),
                 *(["--slow-model"] if slow_model else []),
                 *(["--board", board] if board else []),
                 *(
