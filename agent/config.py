@@ -281,7 +281,9 @@ class AgentConfig:
                 caps=caps,
                 crash_at=crash_at or None,
             )
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
+            # OverflowError: int() of a TOML float that is infinite (port = 8e499; found
+            # by fuzzing)
             raise ConfigError(f"agent config: {exc}") from exc
 
     # ------------------------------------------------------------------ writing

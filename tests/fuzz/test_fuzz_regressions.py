@@ -249,3 +249,13 @@ def test_constant_folding_does_not_materialise_a_huge_padded_conv():
     finally:
         tracemalloc.stop()
     assert peak < 200 * 1024 * 1024, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_agent_config_infinite_number_is_a_config_error(tmp_path):
+    """``port = 8e499`` is an infinite TOML float: int() raised OverflowError."""
+    from edgeops.agent.config import AgentConfig
+    from edgeops.errors import ConfigError
+
+    text = '[device]\nid = "a"\nfleet = "f"\n[broker]\nurl = "mqtts://b"\n[api]\nport = 8e499\n'
+    with pytest.raises(ConfigError, match="infinity"):
+        AgentConfig.from_toml(text, base_dir=tmp_path, environ={})
