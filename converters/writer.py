@@ -217,6 +217,9 @@ def serialize(graph: Graph, *, description: str = "edgeops converter") -> bytes:
     for name, tensor in graph.tensors.items():
         t = schema.TensorT()
         t.name = name
+        if any(not -(2**31) <= int(d) < 2**31 for d in tensor.shape):
+            # TFLite shapes are int32 (found by fuzzing: numpy's OverflowError)
+            raise ConversionError(f"tensor {name!r}: shape {list(tensor.shape)} exceeds int32")
         t.shape = np.asarray(tensor.shape, dtype=np.int32)
         t.type = tensor_type(tensor.dtype)
         t.quantization = _quantization(tensor)

@@ -231,6 +231,11 @@ class Lowering:
         own_rank = self.rank(name)
         if own_rank == rank:
             return self.tensor(name, perm)
+        if own_rank > rank or len(perm) != rank:
+            # ONNX broadcasting only prepends 1s (found by fuzzing: numpy's ValueError).
+            raise ConversionError(
+                f"{name!r} of rank {own_rank} cannot broadcast to rank {rank} (layout {list(perm)})"
+            )
         constant = self.const(name)
         shape = (1,) * (rank - own_rank) + self.shape(name)
         if constant is not None:

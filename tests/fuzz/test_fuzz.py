@@ -138,3 +138,18 @@ def test_harness_passes_edgeops_errors_and_fails_everything_else():
         one_input(b"other")
     with pytest.raises(SlowInput, match=r"ran longer than 0\.2 s"):
         one_input(b"hang")
+
+
+CRASHES = Path(__file__).with_name("crashes")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CRASHES.iterdir()))
+def test_inputs_that_once_crashed_pass_now(name):
+    """Every input a fuzz run saved as a crash and that was since fixed, replayed through
+    its target (``crashes/<target>/<sha1 prefix>``); the reduced cases with their stories
+    are in test_fuzz_regressions.py."""
+    one_input = build_one_input(TARGETS[name], alarm=True)
+    inputs = sorted((CRASHES / name).iterdir())
+    assert inputs
+    for path in inputs:
+        one_input(path.read_bytes())
