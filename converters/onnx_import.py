@@ -208,6 +208,7 @@ def from_proto(model: Any) -> OnnxGraph:
                 "models take and return tensors only"
             )
     _check_text(model.graph)
+    _check_single_assignment(model.graph)
     nodes: list[Node] = []
     for index, proto in enumerate(model.graph.node):
         name = proto.name or f"{proto.op_type}_{index}"
@@ -278,6 +279,33 @@ def _check_schema(proto: Any, name: str, opset: int) -> None:
             raise ModelError(
                 f"not a valid ONNX model: {where} lacks its required attribute {attr_name!r}"
             )
+
+
+def _check_single_assignment(graph: Any) -> None:
+    """Each value is defined once: by a graph input, an initializer or one node output
+    (ONNX's SSA rule). A model that defines a name twice is malformed; found by fuzzing (two
+    nodes writing ``y`` broke the renaming of outputs with a KeyError)."""
+    seen_inputs: set[str] = set()
+    for value in graph.input:
+        if value.name in seen_inputs:
+            raise ModelError(f"not a valid ONNX model: graph input {value.name!r} is listed twice")
+        seen_inputs.add(value.name)
+    defined: set[str] = set()
+    for init in graph.initializer:
+        if init.name in defined:
+            raise ModelError(f"not a valid ONNX model: initializer {init.name!r} is given twice")
+        defined.add(init.name)
+    defined |= seen_inputs
+    for node in graph.node:
+        for out in node.output:
+            if not out:
+                continue
+            if out in defined:
+                raise ModelError(
+                    f"not a valid ONNX model: {out!r} is defined twice (again by "
+                    f"{node.op_type} node {node.name!r})"
+                )
+            defined.add(out)
 
 
 def _check_text(graph: Any) -> None:

@@ -259,3 +259,17 @@ def test_agent_config_infinite_number_is_a_config_error(tmp_path):
     text = '[device]\nid = "a"\nfleet = "f"\n[broker]\nurl = "mqtts://b"\n[api]\nport = 8e499\n'
     with pytest.raises(ConfigError, match="infinity"):
         AgentConfig.from_toml(text, base_dir=tmp_path, environ={})
+
+
+def test_value_defined_twice_is_a_model_error():
+    """Two nodes writing ``y`` (and inputs and initializers listed twice): the output
+    renaming raised KeyError."""
+    model = onnx.ModelProto()
+    model.ParseFromString(_model())
+    model.graph.node.append(model.graph.node[0])
+    with pytest.raises(ModelError, match="'y' is defined twice"):
+        convert_model(model.SerializeToString())
+    model.ParseFromString(_model())
+    model.graph.input.append(model.graph.input[0])
+    with pytest.raises(ModelError, match="graph input 'x' is listed twice"):
+        convert_model(model.SerializeToString())
