@@ -46,6 +46,7 @@ from edgeops.agent.health import (
 )
 from edgeops.agent.store import Store
 from edgeops.agent.updater import (
+    BEFORE_ACTIVATION,
     Activate,
     Activated,
     ActivationFailed,
@@ -645,19 +646,36 @@ class Agent:
         self, before: UpdaterState, wanted: UpdaterState, exc: StorageError
     ) -> None:
         # Found with a full state disk: the transition is dropped, not half-done, and the
-        # fleet hears why instead of waiting for a device that silently stays put. The
-        # retained directive is handled afresh after the next reconnect.
+        # fleet hears why instead of waiting for a device that silently stays put.
         assert self._updater is not None
         self._updater.restore(before)
-        candidate = wanted.candidate
+        reason = f"StorageError: {exc}"
         log.error("cannot persist phase %s: %s", wanted.phase.value, exc)
+        if before.phase in BEFORE_ACTIVATION:
+            # Mid-update: give the candidate up (which frees its files). If that state
+            # cannot be written either, the disk keeps the transient phase, from which a
+            # restart drops the candidate the same way.
+            for action in self._updater.give_up(reason):
+                try:
+                    follow_up = self._run_action(action)
+                except StorageError as again:
+                    if not isinstance(action, Persist):
+                        raise
+                    log.error("cannot persist phase %s: %s", action.state.phase.value, again)
+                    continue
+                if follow_up is not None:
+                    self._handle(follow_up)
+            return
+        # Nothing was under way (the retained directive is handled afresh after the next
+        # reconnect), or the model already switched (a restart resumes from the disk).
+        candidate = wanted.candidate
         self._publish_report(
             Report(
                 kind="update_result",
                 state=Phase.FAILED.value,
                 directive_seq=None if candidate is None else candidate.order.sequence,
                 bundle_digest=None if candidate is None else candidate.order.bundle_digest,
-                reason=f"StorageError: {exc}",
+                reason=reason,
                 figures={"phase": wanted.phase.value},
             )
         )
@@ -758,9 +776,16 @@ class Agent:
         def wait() -> None:
             try:
                 fetcher.wait(self.config.download_timeout_s)
-                sink.flush()
-                os.fsync(sink.fileno())
+                try:
+                    sink.flush()
+                    os.fsync(sink.fileno())
+                except OSError as exc:
+                    raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
                 event: Event = DownloadFinished()
+            except StorageError as exc:
+                # A full disk does not heal on reconnect: fail, and free the partial file.
+                fetcher.cancel()
+                event = DownloadFailed(f"StorageError: {exc}", transient=False)
             except TransportError as exc:
                 fetcher.cancel()
                 event = DownloadFailed(str(exc), transient=True)
@@ -768,7 +793,8 @@ class Agent:
                 fetcher.cancel()
                 event = DownloadFailed(f"{type(exc).__name__}: {exc}", transient=False)
             finally:
-                sink.close()
+                with contextlib.suppress(OSError):  # a full disk fails the last flush too
+                    sink.close()
                 self._fetcher = None
             if not self._stopping.is_set():
                 self._events.put(event)

@@ -510,6 +510,10 @@ def raw_digest(raw: bytes) -> str:
 # --------------------------------------------------------------------------- the machine
 
 
+#: Phases in which the running model has not changed yet.
+BEFORE_ACTIVATION = frozenset({Phase.DOWNLOADING, Phase.VERIFYING, Phase.STAGED, Phase.TESTING})
+
+
 class Updater:
     """The update state machine. ``handle(event)`` returns the actions to execute, in order.
 
@@ -549,6 +553,14 @@ class Updater:
         """Go back to ``state``, the last one persisted, when the write-ahead of a
         transition failed (a full disk): a transition that was not written did not happen."""
         self._state = state
+
+    def give_up(self, reason: str) -> list[UpdaterAction]:
+        """Abandon the update in progress before activation (its next state could not be
+        written): the device rests on its committed bundle, the candidate is discarded and
+        the failure reported. Later phases raise :class:`StateError`."""
+        if self._state.phase not in BEFORE_ACTIVATION:
+            raise StateError(f"cannot give up an update in phase {self._state.phase.value}")
+        return self._abandon(self._state.phase, reason)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -1034,6 +1046,7 @@ def _digest(bundle: BundleRef | None) -> str:
 
 __all__ = [
     "ACTIVATED_PHASES",
+    "BEFORE_ACTIVATION",
     "RESTING_PHASES",
     "Activate",
     "Activated",

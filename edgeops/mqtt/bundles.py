@@ -25,7 +25,14 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from edgeops.errors import ConfigError, EdgeopsError, InputError, ProtocolError, TransportError
+from edgeops.errors import (
+    ConfigError,
+    EdgeopsError,
+    InputError,
+    ProtocolError,
+    StorageError,
+    TransportError,
+)
 from edgeops.mqtt.link import Ack, Link, Message
 from edgeops.protocol.chunks import (
     DEFAULT_CHUNK_SIZE,
@@ -318,6 +325,16 @@ class BundleFetcher:
             self.deliveries += 1
             try:
                 new = self._assembler.add(index, message.payload)
+            except OSError as exc:
+                # The sink is the device's disk: a full one fails the fetch at once instead
+                # of leaving it to stall until its timeout.
+                self._fail(
+                    StorageError(
+                        f"cannot write chunk {index} of bundle {self.digest[:12]}: "
+                        f"{exc.strerror or exc}"
+                    )
+                )
+                return
             except InputError as exc:
                 tries = self._retries.get(index, 0) + 1
                 self._retries[index] = tries

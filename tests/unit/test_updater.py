@@ -294,6 +294,31 @@ def test_a_permanent_download_failure_is_final():
     assert updater.handle(DirectiveReceived("device", directive())) == []
 
 
+def test_a_transition_that_cannot_be_written_is_undone_and_the_update_given_up():
+    # The daemon's path on a full state disk: Persist(verifying) failed, so the updater
+    # goes back to the last persisted state and gives the candidate up from there.
+    updater = make()
+    drive_to(updater, Phase.DOWNLOADING)
+    written = updater.state
+    updater.handle(DownloadFinished())
+    updater.restore(written)
+    assert updater.phase is Phase.DOWNLOADING
+    actions = updater.give_up("StorageError: cannot write state.json: No space left on device")
+    assert persisted(actions) == [Phase.FAILED]
+    assert Discard(NEW.digest) in actions
+    [report] = reports(actions)
+    assert (report.kind, report.state) == ("update_result", "failed")
+    assert "No space left" in report.reason
+    assert updater.state.candidate is None
+
+
+def test_an_update_past_activation_cannot_be_given_up():
+    updater = make()
+    drive_to(updater, Phase.TRIAL)
+    with pytest.raises(StateError):
+        updater.give_up("no space")
+
+
 # --------------------------------------------------------------------------- directives
 
 
