@@ -108,6 +108,19 @@ def test_a_full_state_disk_fails_the_update_cleanly_and_the_queue_drops_oldest_f
         assert agent.state.committed.digest == v1
         assert_serving(agent, 1)
 
+        # Room for the first state write, not for the whole update: it fails at once (not
+        # at the fetch's 10-minute timeout), whichever write meets the full disk first, its
+        # partial files are removed, and the device rests, ready for the next directive.
+        filler.unlink()
+        fill(filler, leave=3 * PAGE)
+        v2 = devices.send("full", 2)
+        event = devices.wait_outcome("full", v2)
+        assert (event.kind, event.state) == ("update_result", "failed"), event
+        assert "No space left on device" in event.reason, event.reason
+        assert not agent.store.download_path(v2).exists()
+        assert agent.state.candidate is None
+        assert_serving(agent, 1)
+
         # Offline with room for a few entries: the queue fills the disk, then keeps the
         # newest by dropping the oldest.
         filler.unlink()
