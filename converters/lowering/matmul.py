@@ -24,6 +24,13 @@ def _fully_connected(
     weight_out_in: npt.NDArray[Any],
     bias: npt.NDArray[Any] | None,
 ) -> None:
+    features = ctx.shape(x_name)[-1] if ctx.rank(x_name) else 0
+    if weight_out_in.ndim != 2 or weight_out_in.shape[1] != features:
+        # Found by fuzzing: a weight for another input width indexed out of range.
+        raise ConversionError(
+            f"{node.op_type} node {node.name!r}: expected a weight taking {features} "
+            f"features, got shape {list(weight_out_in.shape)} (out, in)"
+        )
     order = ctx.feature_order.get(x_name)
     if order is not None:
         # The input's columns are ONNX features order[j]; permute the weights the same way.
