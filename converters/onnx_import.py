@@ -244,6 +244,13 @@ def from_proto(model: Any) -> OnnxGraph:
     return graph
 
 
+#: Ops with kernel windows, whose window attributes the ONNX spec bounds from below.
+_WINDOWED_OPS = frozenset(
+    {"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool", "LpPool"}
+)
+_WINDOW_ATTRIBUTE_MINIMUM = {"strides": 1, "dilations": 1, "kernel_shape": 1, "pads": 0}
+
+
 def _check_schema(proto: Any, name: str, opset: int) -> None:
     """Hold a node of the default domain to its ONNX schema: input count, required
     attributes, attribute types. A model that breaks its schema is malformed; refusing it
@@ -273,6 +280,16 @@ def _check_schema(proto: Any, name: str, opset: int) -> None:
                 f"not a valid ONNX model: {where}: attribute {attr.name!r} has type "
                 f"{int(attr.type)}, its schema says {expected}"
             )
+    if proto.op_type in _WINDOWED_OPS:
+        # The spec bounds these; a negative stride left the output shape unknown, and
+        # constant folding then padded by 2**30 inside the reference evaluator (fuzzing).
+        for attr in proto.attribute:
+            low = _WINDOW_ATTRIBUTE_MINIMUM.get(attr.name)
+            if low is not None and any(int(v) < low for v in attr.ints):
+                raise ModelError(
+                    f"not a valid ONNX model: {where}: {attr.name} must be >= {low}, got "
+                    f"{list(attr.ints)}"
+                )
     given = {attr.name for attr in proto.attribute}
     for attr_name, spec in declared.items():
         if spec.required and attr_name not in given:

@@ -273,3 +273,22 @@ def test_value_defined_twice_is_a_model_error():
     model.graph.input.append(model.graph.input[0])
     with pytest.raises(ModelError, match="graph input 'x' is listed twice"):
         convert_model(model.SerializeToString())
+
+
+@pytest.mark.parametrize(
+    ("attribute", "values"), [("strides", [2, -3]), ("pads", [1, 1, -1, 1]), ("dilations", [0, 1])]
+)
+def test_conv_window_attributes_below_their_spec_bounds_are_a_model_error(attribute, values):
+    """A negative stride left the output shape unknown, so the fold cap could not see the
+    2**30 pad of a constant Conv, which then took gigabytes."""
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], **{attribute: values})],
+        "regression",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    with pytest.raises(ModelError, match=f"{attribute} must be >="):
+        convert_model(model.SerializeToString())
