@@ -92,6 +92,9 @@ def run_target(name: str, *, seconds: float, memory_mb: int, time_limit_s: float
         # atheris prints the uncaught exception on stdout, libFuzzer its report on stderr.
         process = subprocess.Popen(
             command,
+            # libFuzzer ends the child with exit(), past Python's clean-up: its temporary
+            # fleet goes under the target's folder.
+            env={**os.environ, "TMPDIR": str(workdir)},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

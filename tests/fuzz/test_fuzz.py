@@ -9,6 +9,7 @@ its time bound (:mod:`fuzz_harness`).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -97,7 +98,12 @@ def _atheris(name: str, tmp_path: Path) -> tuple[str, int, str]:
         "-rss_limit_mb=1024",
         f"-artifact_prefix={artifacts}/",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+    # libFuzzer ends the process with exit(), past Python's clean-up: the temporary fleet
+    # and corpus folders go under tmp_path.
+    env = {**os.environ, "TMPDIR": str(artifacts)}
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=90, check=False, env=env
+    )
     return name, result.returncode, result.stderr[-4000:]
 
 
