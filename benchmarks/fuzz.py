@@ -20,6 +20,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -117,6 +118,9 @@ def run_target(name: str, *, seconds: float, memory_mb: int, time_limit_s: float
         crashes.setdefault(_signature(log), []).extend(saved)
         restarts += 1
     elapsed = time.monotonic() - started
+    corpus_size = len(list(corpus.iterdir()))
+    if not crashes:  # keep the folder only when it holds inputs to look at
+        shutil.rmtree(workdir, ignore_errors=True)
     return {
         "executions": executions,
         "exec_per_s": round(executions / elapsed, 1) if elapsed else 0.0,
@@ -126,8 +130,8 @@ def run_target(name: str, *, seconds: float, memory_mb: int, time_limit_s: float
         "crash_signatures": {k: v[:3] for k, v in crashes.items()},
         "restarts": restarts,
         "peak_rss_mb": peak_rss_mb,
-        "corpus_size": len(list(corpus.iterdir())),
-        "workdir": str(workdir),
+        "corpus_size": corpus_size,
+        "workdir": str(workdir) if crashes else None,
     }
 
 
