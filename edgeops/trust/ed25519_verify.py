@@ -159,12 +159,11 @@ def _straus(s: int, b_table: list[_Point], k: int, a_table: list[_Point]) -> _Po
     return acc
 
 
-def verify(public_key: bytes, signature: bytes, message: bytes) -> None:
-    """Check an Ed25519 ``signature`` of ``message`` by the raw 32-byte ``public_key``.
+def check_encoding(public_key: bytes, signature: bytes) -> tuple[_Point, _Point, int]:
+    """The strict decoding half of :func:`verify`: the key ``A``, the signature's ``R`` and ``S``.
 
-    Returns ``None`` when the signature is valid; raises :class:`SignatureError` otherwise
-    (wrong lengths, a key or ``R`` that is not a canonical curve point, ``S >= L``, or a
-    signature that does not verify).
+    Raises :class:`SignatureError` for wrong lengths, a key or ``R`` that is not a canonical
+    curve point, or ``S >= L``.
     """
     public_key, signature = bytes(public_key), bytes(signature)
     if len(public_key) != PUBLIC_KEY_BYTES:
@@ -178,14 +177,25 @@ def verify(public_key: bytes, signature: bytes, message: bytes) -> None:
     a_point = _decode_point(public_key)
     if a_point is None:
         raise SignatureError("expected an Ed25519 public key, got bytes that encode no point")
-    r_bytes = signature[:32]
-    r_point = _decode_point(r_bytes)
+    r_point = _decode_point(signature[:32])
     if r_point is None:
         raise SignatureError("expected a curve point as the signature's R, got none")
     s = int.from_bytes(signature[32:], "little")
     if s >= L:
         raise SignatureError("expected the signature's S below the group order L, got S >= L")
-    k = int.from_bytes(hashlib.sha512(r_bytes + public_key + message).digest(), "little") % L
+    return a_point, r_point, s
+
+
+def verify(public_key: bytes, signature: bytes, message: bytes) -> None:
+    """Check an Ed25519 ``signature`` of ``message`` by the raw 32-byte ``public_key``.
+
+    Returns ``None`` when the signature is valid; raises :class:`SignatureError` otherwise
+    (wrong lengths, a key or ``R`` that is not a canonical curve point, ``S >= L``, or a
+    signature that does not verify).
+    """
+    a_point, r_point, s = check_encoding(public_key, signature)
+    r_bytes = bytes(signature[:32])
+    k = int.from_bytes(hashlib.sha512(r_bytes + bytes(public_key) + message).digest(), "little") % L
     # [S]B + [k](-A) == R  <=>  [S]B == R + [k]A (the cofactorless equation, section 5.1.7)
     check = _straus(s, _B_TABLE, k, _multiples(_negate(a_point)))
     if not _equal(check, r_point):
