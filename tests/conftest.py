@@ -9,8 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from edgeops.broker import MosquittoBroker
+
+# Property tests run on a shared 2-core machine and in CI next to brokers and agents: a
+# busy core must not turn into a failed test. Deadlines and the too-slow check measure the
+# machine, not the code; the examples and their assertions stay as each test sets them.
+settings.register_profile("edgeops", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("edgeops")
 
 
 @pytest.fixture
