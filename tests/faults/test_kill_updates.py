@@ -29,13 +29,14 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from edgeops.agent.serving import UnixHTTPConnection
 
 from .rig import Devices, FaultRig, wait_for
 
@@ -47,28 +48,12 @@ PHASES = ["downloading", "verifying", "staged", "testing", "activating", "trial"
 SETTLED = {"committed", "failed", "noop", "gave_up"}
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path) -> None:
-        super().__init__("localhost", timeout=5)
-        self.socket_path = str(path)
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(5)
-        try:
-            sock.connect(self.socket_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 def served(api: Path) -> float | None:
     """y[0] for x = 1 through the agent's inference API, None while it is not answering."""
     body = json.dumps(
         {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 1, 1, 1]}]}
     )
-    connection = UnixHTTPConnection(api)
+    connection = UnixHTTPConnection(api, timeout=5)
     try:
         connection.request(
             "POST", "/v2/models/adder/infer", body, {"Content-Type": "application/json"}

@@ -10,7 +10,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 
 from edgeops.agent.enroll import install_bootstrap
+from edgeops.agent.serving import UnixHTTPConnection
 
 from .test_agent_fleet import FleetRig, wait_for
 from .test_agent_updates import Bundles
@@ -30,28 +30,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 SETTLED = {"committed", "failed", "noop", "gave_up"}
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path) -> None:
-        super().__init__("localhost", timeout=5)
-        self.socket_path = str(path)
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(5)
-        try:
-            sock.connect(self.socket_path)
-        except OSError:
-            sock.close()  # the socket file exists before the server listens on it
-            raise
-        self.sock = sock
-
-
 def infer(api: Path) -> float:
     """One request through the agent's inference API; returns y[0] for x = 1."""
     body = json.dumps(
         {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 1, 1, 1]}]}
     )
-    connection = UnixHTTPConnection(api)
+    connection = UnixHTTPConnection(api, timeout=5)
     try:
         connection.request(
             "POST", "/v2/models/adder/infer", body, {"Content-Type": "application/json"}

@@ -26,22 +26,12 @@ from edgeops.agent.serving import (
     InferenceServer,
     ModelHolder,
     ModelInfo,
+    UnixHTTPConnection,
     decode_response,
     encode_request,
 )
 
 pytestmark = pytest.mark.integration
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float = 10.0) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = str(path)
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
 
 
 @pytest.fixture
