@@ -13,11 +13,18 @@ Prints one JSON object. In one run:
   chunk published until every device reported it committed: publishing, the broker's
   fan-out, each device's fetch, verification, unpacking, health check and its trial window
   (``trial_window_s``, a fixed wait on every device that plain delivery does not have);
-* ``plain_paho_s`` — ``benchmarks/mqtt_fanout.py``'s ``plain_paho_fanout``: as many plain
-  paho subscribers receive the same bundle's retained chunks from a Mosquitto of the same
-  binary on this machine (plaintext, anonymous: that function's broker), started after the
-  rollout so they do not share the CPU;
-* ``rollout_vs_plain`` and ``rollout_minus_trial_vs_plain``: the ratios;
+* ``plain_paho_s`` — the baseline the target is a ratio of: "the same broker" delivering
+  "the same bytes" to as many plain subscribers. After the agents stopped, one plain paho
+  client per enrolled device connects to the fleet's own Mosquitto (same TLS listener, same
+  ACL) with that device's certificate and client id, and all subscribe at once to the
+  rollout's retained chunks; the time until every client has every chunk (bytes counted,
+  nothing written, hashed or verified). The subscribers run in this one process, as the
+  agents do with ``--processes 1``;
+* ``plain_paho_plaintext_s`` — the same fan-out from an anonymous plaintext Mosquitto of the
+  same binary (``benchmarks/mqtt_fanout.py``'s ``plain_paho_fanout``): what TLS costs the
+  baseline;
+* ``rollout_vs_plain`` and ``rollout_minus_trial_vs_plain``: the ratios to ``plain_paho_s``;
+  ``rollout_vs_plaintext``: to ``plain_paho_plaintext_s``;
 * ``manager_publishes`` — what the fleet manager sent: chunks + meta (independent of the
   fleet size) and one directive per device;
 * ``median_s_to_phase`` — per update phase, the median over devices of the seconds from
@@ -44,8 +51,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -109,6 +118,67 @@ def phase_medians(fleet_dir: Path, devices: list[str], *, since: float) -> dict[
     finally:
         store.close()
     return {state: round(statistics.median(v), 2) for state, v in sorted(firsts.items())}
+
+
+def tls_paho_fanout(
+    fleet: FleetDir, device_dirs: list[Path], digest: str, chunks: int, *, timeout: float = 300
+) -> float:
+    """Seconds until one plain paho client per device (its own certificate and client id,
+    through the fleet broker's TLS listener and ACL) has every retained chunk of ``digest``."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from edgeops.agent.config import AgentConfig
+    from edgeops.mqtt import MqttSettings
+    from edgeops.protocol import bundle_chunk_filter
+
+    settings = MqttSettings.from_url(fleet.broker_url, client_id="-")
+    remaining = threading.Semaphore(0)
+    counts = [0] * len(device_dirs)
+    clients: list[mqtt.Client] = []
+
+    def on_message_for(index: int) -> Any:
+        def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+            counts[index] += 1
+            if counts[index] == chunks:
+                remaining.release()
+
+        return on_message
+
+    try:
+        for index, folder in enumerate(device_dirs):
+            config = AgentConfig.load(folder / "agent.toml")
+            if config.tls_ca is None or config.tls_cert is None or config.tls_key is None:
+                raise SystemExit(f"{folder}: the device has no TLS files")
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id=config.device_id, protocol=mqtt.MQTTv5
+            )
+            client.tls_set(
+                ca_certs=str(config.tls_ca),
+                certfile=str(config.tls_cert),
+                keyfile=str(config.tls_key),
+            )
+            ready = threading.Event()
+            client.on_connect = lambda c, u, f, rc, p, ready=ready: ready.set()
+            client.on_message = on_message_for(index)
+            client.connect(settings.host, settings.port, keepalive=60)
+            client.loop_start()
+            clients.append(client)
+            if not ready.wait(10):
+                raise SystemExit(f"plain subscriber {config.device_id} did not connect")
+        started = time.perf_counter()
+        for client in clients:
+            client.subscribe(bundle_chunk_filter(fleet.name, digest), qos=1)
+        for _ in clients:
+            if not remaining.acquire(timeout=timeout):
+                raise SystemExit(
+                    f"TLS fan-out incomplete: {sum(counts)} of {chunks * len(clients)} chunks"
+                )
+        return time.perf_counter() - started
+    finally:
+        for client in clients:
+            client.disconnect()
+            client.loop_stop()
 
 
 def wait_online(fleet: FleetDir, count: int, *, timeout: float) -> None:
@@ -232,7 +302,7 @@ def main() -> None:
         with Push(
             fleet.path, bundle, group="sim", policy=policy, chunk_size=args.chunk_kib * 1024
         ) as push:
-            push.verify()
+            digest = push.verify().sha256
             began = time.perf_counter()
             began_wall = time.time()
             cpu_before = os.times()
@@ -257,6 +327,8 @@ def main() -> None:
             children.send_signal(signal.SIGTERM)
             children.wait(120)
             children = None
+        device_dirs = [fleet.path / "simulator" / device_id for device_id in ids]
+        plain_s = tls_paho_fanout(fleet, device_dirs, digest, result.chunk_publishes - 1)
         broker.terminate()
         broker.wait(10)
         broker = None
@@ -267,7 +339,7 @@ def main() -> None:
             publisher.connect(timeout=10)
             meta = publish_bundle(publisher, FANOUT_FLEET, data, chunk_size=args.chunk_kib * 1024)
             publisher.close()
-            plain_s = plain_paho_fanout(plain, meta.digest, meta.chunk_count, args.devices)
+            plaintext_s = plain_paho_fanout(plain, meta.digest, meta.chunk_count, args.devices)
     finally:
         if sim is not None:
             sim.stop()
@@ -301,10 +373,12 @@ def main() -> None:
                 "process_cpu_s": round(cpu_s, 2),
                 "process_cpu_per_wall_s": round(cpu_s / rollout_s, 2),
                 "plain_paho_s": round(plain_s, 3),
+                "plain_paho_plaintext_s": round(plaintext_s, 3),
                 "rollout_vs_plain": round(rollout_s / plain_s, 2),
                 "rollout_minus_trial_vs_plain": round(
                     (rollout_s - args.trial_window_s) / plain_s, 2
                 ),
+                "rollout_vs_plaintext": round(rollout_s / plaintext_s, 2),
                 "manager_publishes": {
                     "bundle": result.chunk_publishes,
                     "directives": result.directive_publishes,
