@@ -18,8 +18,8 @@ Prints one JSON object. In one run:
   client per enrolled device connects to the fleet's own Mosquitto (same TLS listener, same
   ACL) with that device's certificate and client id, and all subscribe at once to the
   rollout's retained chunks; the time until every client has every chunk (bytes counted,
-  nothing written, hashed or verified). The subscribers run in this one process, as the
-  agents do with ``--processes 1``;
+  nothing written, hashed or verified). The subscribers run in as many processes as the
+  agents (``--processes``);
 * ``plain_paho_plaintext_s`` — the same fan-out from an anonymous plaintext Mosquitto of the
   same binary (``benchmarks/mqtt_fanout.py``'s ``plain_paho_fanout``): what TLS costs the
   baseline;
@@ -34,6 +34,8 @@ Prints one JSON object. In one run:
   per second of it: near 1 means one interpreter's lock, not the broker, sets the pace
   (with ``--processes K`` the devices run in ``edgeops simulate --processes K`` children and
   this is the fleet manager's share alone);
+* ``broker_cpu_s`` — CPU seconds Mosquitto used during the rollout and during the TLS
+  baseline: near the wall time means the broker, not the clients, sets the pace;
 * ``agent_rss_mb`` — resident memory the agents added to this process, per agent, once each
   serves the model (``agent_rss_mb_before_install``: connected, no model yet). The first
   agent also pays for the libraries (LiteRT, numpy, OpenSSL) the process loads once.
@@ -120,11 +122,25 @@ def phase_medians(fleet_dir: Path, devices: list[str], *, since: float) -> dict[
     return {state: round(statistics.median(v), 2) for state, v in sorted(firsts.items())}
 
 
-def tls_paho_fanout(
-    fleet: FleetDir, device_dirs: list[Path], digest: str, chunks: int, *, timeout: float = 300
-) -> float:
-    """Seconds until one plain paho client per device (its own certificate and client id,
-    through the fleet broker's TLS listener and ACL) has every retained chunk of ``digest``."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tls_subscribers(
+    broker_url: str,
+    fleet_name: str,
+    device_dirs: list[Path],
+    digest: str,
+    chunks: int,
+    barrier: Any,
+    results: Any,
+    timeout: float,
+) -> None:
+    """One process's share of :func:`tls_paho_fanout`: connect a plain paho client per
+    device, wait at ``barrier`` for every process, subscribe, and put the monotonic time at
+    which the last of them had every chunk on ``results``."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -132,7 +148,7 @@ def tls_paho_fanout(
     from edgeops.mqtt import MqttSettings
     from edgeops.protocol import bundle_chunk_filter
 
-    settings = MqttSettings.from_url(fleet.broker_url, client_id="-")
+    settings = MqttSettings.from_url(broker_url, client_id="-")
     remaining = threading.Semaphore(0)
     counts = [0] * len(device_dirs)
     clients: list[mqtt.Client] = []
@@ -166,19 +182,69 @@ def tls_paho_fanout(
             clients.append(client)
             if not ready.wait(10):
                 raise SystemExit(f"plain subscriber {config.device_id} did not connect")
-        started = time.perf_counter()
+        barrier.wait(timeout)
         for client in clients:
-            client.subscribe(bundle_chunk_filter(fleet.name, digest), qos=1)
+            client.subscribe(bundle_chunk_filter(fleet_name, digest), qos=1)
         for _ in clients:
             if not remaining.acquire(timeout=timeout):
                 raise SystemExit(
                     f"TLS fan-out incomplete: {sum(counts)} of {chunks * len(clients)} chunks"
                 )
-        return time.perf_counter() - started
+        results.put(time.monotonic())
     finally:
         for client in clients:
             client.disconnect()
             client.loop_stop()
+
+
+def tls_paho_fanout(
+    fleet: FleetDir,
+    device_dirs: list[Path],
+    digest: str,
+    chunks: int,
+    *,
+    processes: int = 1,
+    timeout: float = 300,
+) -> float:
+    """Seconds until one plain paho client per device (its own certificate and client id,
+    through the fleet broker's TLS listener and ACL) has every retained chunk of ``digest``.
+
+    The clients are spread over ``processes`` processes, as the agents are, so that the
+    baseline is not held back by one interpreter's lock where the agents are not.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # this process has threads: no fork
+    barrier = context.Barrier(processes + 1)
+    results = context.Queue()
+    workers = [
+        context.Process(
+            target=_tls_subscribers,
+            args=(
+                fleet.broker_url,
+                fleet.name,
+                device_dirs[index::processes],
+                digest,
+                chunks,
+                barrier,
+                results,
+                timeout,
+            ),
+        )
+        for index in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        barrier.wait(timeout)
+        started = time.monotonic()
+        finished = [results.get(timeout=timeout) for _ in workers]
+    finally:
+        for worker in workers:
+            worker.join(30)
+            if worker.is_alive():
+                worker.kill()
+    return float(max(finished) - started)
 
 
 def wait_online(fleet: FleetDir, count: int, *, timeout: float) -> None:
@@ -303,6 +369,7 @@ def main() -> None:
             fleet.path, bundle, group="sim", policy=policy, chunk_size=args.chunk_kib * 1024
         ) as push:
             digest = push.verify().sha256
+            broker_cpu_before = cpu_seconds(broker.pid)
             began = time.perf_counter()
             began_wall = time.time()
             cpu_before = os.times()
@@ -310,6 +377,7 @@ def main() -> None:
             prepared = time.perf_counter() - began
             result = push.run()
             rollout_s = time.perf_counter() - began
+            broker_rollout_cpu_s = cpu_seconds(broker.pid) - broker_cpu_before
             cpu_after = os.times()
         cpu_s = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
         if not result.succeeded:
@@ -328,7 +396,15 @@ def main() -> None:
             children.wait(120)
             children = None
         device_dirs = [fleet.path / "simulator" / device_id for device_id in ids]
-        plain_s = tls_paho_fanout(fleet, device_dirs, digest, result.chunk_publishes - 1)
+        broker_cpu_before = cpu_seconds(broker.pid)
+        plain_s = tls_paho_fanout(
+            fleet,
+            device_dirs,
+            digest,
+            result.chunk_publishes - 1,
+            processes=args.processes,
+        )
+        broker_plain_cpu_s = cpu_seconds(broker.pid) - broker_cpu_before
         broker.terminate()
         broker.wait(10)
         broker = None
@@ -372,6 +448,10 @@ def main() -> None:
                 "median_s_to_phase": phases,
                 "process_cpu_s": round(cpu_s, 2),
                 "process_cpu_per_wall_s": round(cpu_s / rollout_s, 2),
+                "broker_cpu_s": {
+                    "rollout": round(broker_rollout_cpu_s, 2),
+                    "plain": round(broker_plain_cpu_s, 2),
+                },
                 "plain_paho_s": round(plain_s, 3),
                 "plain_paho_plaintext_s": round(plaintext_s, 3),
                 "rollout_vs_plain": round(rollout_s / plain_s, 2),
