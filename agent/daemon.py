@@ -87,7 +87,7 @@ from edgeops.errors import (
     StorageError,
     TransportError,
 )
-from edgeops.fsutil import atomic_write_bytes, atomic_write_json
+from edgeops.fsutil import fsync_dir
 
 if TYPE_CHECKING:
     from edgeops.agent.runtimes import ModelRuntime
@@ -168,10 +168,30 @@ class StagedBundle:
             raise StateError(f"malformed bundle record: {exc}") from exc
 
 
+def write_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` and fsync the file: no temporary file, no folder sync.
+
+    For files in a bundle's staging folder only. Nothing reads them before the folder is
+    synced once and renamed into place (:meth:`Store.install_staging`), and a crash before
+    that leaves a staging folder that is thrown away, so the rename and the folder sync of
+    :func:`~edgeops.fsutil.atomic_write_bytes` would only repeat that one folder sync.
+    """
+    try:
+        with path.open("wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
 class BundleStager(Protocol):
     """Verifies a downloaded bundle file and unpacks it (``edgeops.bundle`` in production).
 
     Bad bundles raise an :class:`~edgeops.errors.InputError` naming the reason.
+    ``digest_checked`` is true when this process fetched the file and its fetcher already
+    checked the whole file's SHA-256 against ``digest`` (a stager may skip hashing it again;
+    every other check still applies). A file found on disk, after a restart, never is.
     """
 
     def stage(
@@ -186,6 +206,7 @@ class BundleStager(Protocol):
         last_release_counter: int | None,
         max_unpacked: int,
         latency_runs: int,
+        digest_checked: bool = False,
     ) -> StagedBundle: ...
 
     def test_vectors(self, files: Path, staged: StagedBundle) -> list[TestVector]: ...
@@ -201,6 +222,8 @@ class LibraryStager:
 
     The verified manifest envelope is kept beside the unpacked files (``manifest.json``,
     one level above ``files/``) so that the test vectors can be read by their tensor names.
+    The bundle file is read once (:func:`edgeops.bundle.verify_and_unpack`): members are
+    hashed as they are written, and nothing is kept unless every check passed.
     """
 
     def stage(
@@ -215,22 +238,25 @@ class LibraryStager:
         last_release_counter: int | None,
         max_unpacked: int,
         latency_runs: int,
+        digest_checked: bool = False,
     ) -> StagedBundle:
-        from edgeops.bundle import unpack_bundle, verify_bundle
+        from edgeops.bundle import verify_and_unpack
         from edgeops.trust import BundleRef as SignedBundleRef
 
         # Only size and digest of ``expected`` are compared (mix-and-match, endless data).
         expected = SignedBundleRef(sha256=digest, size=size, name="-", version="-", release=1)
-        verified = verify_bundle(
+        verified = verify_and_unpack(
             path,
+            dest,
             trusted,
             board=board,
             last_release_counter=last_release_counter,
             expected=expected,
-        )
+            max_unpacked=max_unpacked,
+            digest_checked=digest_checked,
+        ).verified
         manifest = verified.manifest
-        unpack_bundle(path, dest, manifest, max_unpacked=max_unpacked)
-        atomic_write_bytes(dest.parent / "manifest.json", verified.manifest_bytes)
+        write_synced(dest.parent / "manifest.json", verified.manifest_bytes)
         budgets = manifest.budgets
         return StagedBundle(
             digest=digest,
@@ -377,6 +403,9 @@ class Agent:
         self._telemetry: DiskQueue | None = None
         self._probe: SystemProbe | None = None
         self._fetcher: BundleFetcher | None = None
+        # The bundle this process fetched and whose whole-file digest its fetcher checked;
+        # memory only, so a file found on disk after a restart is hashed again.
+        self._fetched_digest: str | None = None
         self._candidate: tuple[StagedBundle, ModelRuntime] | None = None
         self._kept: ActiveModel | None = None  # the previous model, loaded during a trial
         self._trial_started = 0.0
@@ -761,6 +790,7 @@ class Agent:
             )
         path = self.store.download_path(action.digest)
         self.store.downloads_dir.mkdir(parents=True, exist_ok=True)
+        self._fetched_digest = None  # the file is written afresh
         sink = path.open("w+b")
         fetcher = BundleFetcher(
             self.link,
@@ -781,6 +811,7 @@ class Agent:
                     os.fsync(sink.fileno())
                 except OSError as exc:
                     raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+                self._fetched_digest = action.digest
                 event: Event = DownloadFinished()
             except StorageError as exc:
                 # A full disk does not heal on reconnect: fail, and free the partial file.
@@ -814,6 +845,7 @@ class Agent:
         staging = self.store.staging_dir(action.digest)
         shutil.rmtree(staging, ignore_errors=True)
         self._trusted.now = self._now()
+        digest_checked, self._fetched_digest = self._fetched_digest == action.digest, None
         try:
             staged = stager.stage(
                 path,
@@ -825,12 +857,20 @@ class Agent:
                 last_release_counter=action.last_release_counter,
                 max_unpacked=self.config.caps.max_unpacked_bytes,
                 latency_runs=self.config.latency_runs,
+                digest_checked=digest_checked,
             )
         except (EdgeopsError, OSError) as exc:
             # StorageError included: a bundle that cannot be read back is not installable.
             shutil.rmtree(staging, ignore_errors=True)
             return BundleRejected(f"{type(exc).__name__}: {exc}")
-        atomic_write_json(staging / "bundle.json", staged.to_json())
+        record = json.dumps(staged.to_json(), indent=2, sort_keys=True) + "\n"
+        write_synced(staging / "bundle.json", record.encode("utf-8"))
+        try:
+            # One sync for every entry the stage made in the folder (files/, manifest.json,
+            # bundle.json), before the rename publishes it.
+            fsync_dir(staging)
+        except OSError as exc:
+            raise StorageError(f"cannot write {staging}: {exc.strerror or exc}") from exc
         self.store.install_staging(action.digest)
         path.unlink(missing_ok=True)
         return BundleVerified(staged.ref())

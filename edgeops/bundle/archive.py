@@ -6,6 +6,9 @@ itself instead of using :mod:`tarfile`, because only a small subset is ever vali
 anything else is an attack surface: :mod:`tarfile` reads pax and GNU long-name headers of
 any declared size into memory, and follows the archive's idea of links and devices.
 
+:func:`verify_bundle`, :func:`unpack_bundle` and :func:`verify_and_unpack` (the agent's: both
+in one pass, nothing kept unless every check passed) share one reader, :func:`_read_bundle`.
+
 What a member may be: a regular file (type ``0``), a relative path without ``..``, ``.``
 or empty parts, not seen before, listed in the manifest with exactly the size in its
 header. Anything else raises :class:`~edgeops.errors.ArchiveError`. Every byte is read in
@@ -16,14 +19,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from edgeops.errors import (
     ArchiveError,
+    ConfigError,
     DigestMismatchError,
     SizeLimitError,
     StateError,
@@ -59,13 +64,15 @@ _TYPES = {
 
 
 class _CountingReader:
-    """Reads from a file, hashing and counting every byte, refusing to pass ``cap``."""
+    """Reads from a file, counting every byte and refusing to pass ``cap``; hashes them too
+    unless ``hash_whole`` is false (the whole-file digest was checked elsewhere)."""
 
-    def __init__(self, fileobj: IO[bytes], cap: int) -> None:
+    def __init__(self, fileobj: IO[bytes], cap: int, *, hash_whole: bool = True) -> None:
         self._file = fileobj
         self.cap = cap
         self.count = 0
         self.sha256 = hashlib.sha256()
+        self._hash_whole = hash_whole
 
     def read(self, size: int) -> bytes:
         if self.count + size > self.cap:
@@ -77,7 +84,8 @@ class _CountingReader:
         else:
             data = self._file.read(size)
         self.count += len(data)
-        self.sha256.update(data)
+        if self._hash_whole:
+            self.sha256.update(data)
         return data
 
     def read_exact(self, size: int, what: str) -> bytes:
@@ -215,6 +223,87 @@ def _open(path: Path) -> IO[bytes]:
         raise StorageError(f"cannot read bundle {path}: {exc.strerror or exc}") from exc
 
 
+MemberConsumer = Callable[[FileEntry, Iterator[bytes]], None]
+"""Takes a checked member's manifest entry and its data blocks: must consume every block and
+raise :class:`DigestMismatchError` (see :func:`_check_member_digest`) on a wrong digest."""
+
+
+def _read_bundle(
+    reader: _CountingReader,
+    manifest_for: Callable[[bytes], Manifest],
+    consume: MemberConsumer,
+) -> tuple[bytes, Manifest]:
+    """The one pass every reader of a bundle makes: the manifest member first, turned into
+    a :class:`Manifest` by ``manifest_for`` (which verifies it, or returns one verified
+    before) before any member data is read; then every member checked against the archive
+    rules and the manifest and handed to ``consume``; no listed file missing; the rest of
+    the file read to its end (counted, and hashed unless the reader skips it)."""
+    manifest_bytes = _read_manifest_member(reader)
+    manifest = manifest_for(manifest_bytes)
+    seen: set[str] = set()
+    for member in _members(reader):
+        entry = _check_entry(member, manifest, seen)
+        consume(entry, _data_blocks(reader, member.size, member.name))
+    missing = [e.path for e in manifest.files if e.path not in seen]
+    if missing:
+        raise ArchiveError(f"partial bundle: missing {', '.join(missing)}")
+    reader.drain()
+    return manifest_bytes, manifest
+
+
+def _check_member_digest(entry: FileEntry, digest: str) -> None:
+    if digest != entry.sha256:
+        raise DigestMismatchError(
+            f"expected {entry.path!r} to hash to {entry.sha256}, got {digest}"
+        )
+
+
+def _hash_member(entry: FileEntry, blocks: Iterator[bytes]) -> None:
+    digest = hashlib.sha256()
+    for block in blocks:
+        digest.update(block)
+    _check_member_digest(entry, digest.hexdigest())
+
+
+def _verifier(
+    trusted: TrustedState, *, board: str | None, last_release_counter: int | None
+) -> Callable[[bytes], Manifest]:
+    def verify(manifest_bytes: bytes) -> Manifest:
+        return trusted.verify_manifest(
+            manifest_bytes, board=board, last_release_counter=last_release_counter
+        )
+
+    return verify
+
+
+def _cap(expected: BundleRef | None, max_size: int) -> int:
+    return min(max_size, expected.size) if expected is not None else max_size
+
+
+def _verified(
+    path: Path,
+    reader: _CountingReader,
+    manifest_bytes: bytes,
+    manifest: Manifest,
+    expected: BundleRef | None,
+    *,
+    digest_checked: bool = False,
+) -> VerifiedBundle:
+    # The whole-file check comes last, as the directive's digest covers every byte.
+    sha256 = expected.sha256 if digest_checked and expected is not None else None
+    if sha256 is None:
+        sha256 = reader.sha256.hexdigest()
+    if expected is not None:
+        check_bundle_ref(expected, sha256=sha256, size=reader.count)
+    return VerifiedBundle(
+        path=Path(path),
+        manifest=manifest,
+        manifest_bytes=manifest_bytes,
+        sha256=sha256,
+        size=reader.count,
+    )
+
+
 def verify_bundle(
     path: Path,
     trusted: TrustedState,
@@ -232,37 +321,64 @@ def verify_bundle(
     (the directive's bundle reference) is given, the size and digest of the whole file.
     The file may not exceed ``expected.size`` or ``max_size``.
     """
-    cap = min(max_size, expected.size) if expected is not None else max_size
+    verify = _verifier(trusted, board=board, last_release_counter=last_release_counter)
     with _open(path) as fileobj:
-        reader = _CountingReader(fileobj, cap)
-        manifest_bytes = _read_manifest_member(reader)
-        manifest = trusted.verify_manifest(
-            manifest_bytes, board=board, last_release_counter=last_release_counter
+        reader = _CountingReader(fileobj, _cap(expected, max_size))
+        manifest_bytes, manifest = _read_bundle(reader, verify, _hash_member)
+    return _verified(path, reader, manifest_bytes, manifest, expected)
+
+
+def _check_unpacked_size(manifest: Manifest, max_unpacked: int | None) -> None:
+    total = manifest.total_size
+    if max_unpacked is not None and total > max_unpacked:
+        raise SizeLimitError(
+            f"expected a bundle that unpacks to at most {max_unpacked} bytes, "
+            f"its manifest declares {total}"
         )
-        seen: set[str] = set()
-        for member in _members(reader):
-            entry = _check_entry(member, manifest, seen)
-            digest = hashlib.sha256()
-            for block in _data_blocks(reader, member.size, member.name):
-                digest.update(block)
-            if digest.hexdigest() != entry.sha256:
-                raise DigestMismatchError(
-                    f"expected {entry.path!r} to hash to {entry.sha256}, got {digest.hexdigest()}"
-                )
-        missing = [e.path for e in manifest.files if e.path not in seen]
-        if missing:
-            raise ArchiveError(f"partial bundle: missing {', '.join(missing)}")
-        reader.drain()
-    sha256 = reader.sha256.hexdigest()
-    if expected is not None:
-        check_bundle_ref(expected, sha256=sha256, size=reader.count)
-    return VerifiedBundle(
-        path=Path(path),
-        manifest=manifest,
-        manifest_bytes=manifest_bytes,
-        sha256=sha256,
-        size=reader.count,
-    )
+
+
+def _prepare_dest(dest: Path) -> Path:
+    """Create ``dest`` (it may exist if empty); returns its resolved path."""
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        if any(dest.iterdir()):
+            raise StateError(f"unpack destination {dest} is not empty")
+        return dest.resolve()
+    except OSError as exc:
+        raise StorageError(f"cannot create {dest}: {exc.strerror or exc}") from exc
+
+
+class _MemberWriter:
+    """A :data:`MemberConsumer` that writes each member under ``dest``; see
+    :func:`_write_member`. ``written`` maps archive paths to the files kept so far."""
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+        self.root: Path | None = None
+        self.written: dict[str, Path] = {}
+
+    def open(self) -> None:
+        self.root = _prepare_dest(self.dest)
+
+    def __call__(self, entry: FileEntry, blocks: Iterator[bytes]) -> None:
+        assert self.root is not None, "open() first"
+        target = self.root / entry.path
+        # Paths are checked already; this guards against a future rule change.
+        if self.root not in target.resolve().parents:
+            raise ArchiveError(f"member {entry.path!r} would leave {self.dest}")
+        self.written[entry.path] = _write_member(target, blocks, entry)
+
+    def sync_folders(self) -> None:
+        # Each file was synced as it was written; its folder's entries once, at the end.
+        try:
+            for folder in {file.parent for file in self.written.values()}:
+                fsync_dir(folder)
+        except OSError as exc:
+            raise StorageError(f"cannot sync {self.dest}: {exc.strerror or exc}") from exc
+
+    def remove_written(self) -> None:
+        for file in self.written.values():
+            file.unlink(missing_ok=True)
 
 
 def unpack_bundle(
@@ -274,49 +390,90 @@ def unpack_bundle(
 ) -> dict[str, Path]:
     """Write the files ``manifest`` lists from the bundle at ``path`` into ``dest``.
 
-    ``dest`` must not exist or be empty. Each file is written through a temporary file and
-    kept only when its size and SHA-256 match the manifest; on any error nothing written
-    so far is left in place. Returns archive path -> written path.
+    ``manifest`` must come from :func:`verify_bundle` of the same file. ``dest`` must not
+    exist or be empty. Each file is written through a temporary file and kept only when its
+    size and SHA-256 match the manifest; on any error nothing written so far is left in
+    place. Returns archive path -> written path. :func:`verify_and_unpack` does both in one
+    pass.
     """
-    total = manifest.total_size
-    if max_unpacked is not None and total > max_unpacked:
-        raise SizeLimitError(
-            f"expected a bundle that unpacks to at most {max_unpacked} bytes, "
-            f"its manifest declares {total}"
-        )
-    dest = Path(dest)
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-        if any(dest.iterdir()):
-            raise StateError(f"unpack destination {dest} is not empty")
-    except OSError as exc:
-        raise StorageError(f"cannot create {dest}: {exc.strerror or exc}") from exc
-    root = dest.resolve()
-    written: dict[str, Path] = {}
+    _check_unpacked_size(manifest, max_unpacked)
+    writer = _MemberWriter(Path(dest))
+    writer.open()
     try:
         with _open(path) as fileobj:
-            reader = _CountingReader(fileobj, MAX_BUNDLE_BYTES)
-            _read_manifest_member(reader)
-            seen: set[str] = set()
-            for member in _members(reader):
-                entry = _check_entry(member, manifest, seen)
-                target = root / entry.path
-                # Paths are checked already; this guards against a future rule change.
-                if root not in target.resolve().parents:
-                    raise ArchiveError(f"member {entry.path!r} would leave {dest}")
-                written[entry.path] = _write_member(
-                    target, _data_blocks(reader, member.size, member.name), entry
-                )
-        missing = [e.path for e in manifest.files if e.path not in written]
-        if missing:
-            raise ArchiveError(f"partial bundle: missing {', '.join(missing)}")
-        for folder in {file.parent for file in written.values()}:
-            fsync_dir(folder)
+            reader = _CountingReader(fileobj, MAX_BUNDLE_BYTES, hash_whole=False)
+            _read_bundle(reader, lambda _: manifest, writer)
+        writer.sync_folders()
     except BaseException:
-        for file in written.values():
-            file.unlink(missing_ok=True)
+        writer.remove_written()
         raise
-    return written
+    return writer.written
+
+
+@dataclass(frozen=True)
+class UnpackedBundle:
+    """What :func:`verify_and_unpack` checked and wrote."""
+
+    verified: VerifiedBundle
+    files: dict[str, Path]
+    """Archive path -> written path."""
+
+
+def verify_and_unpack(
+    path: Path,
+    dest: Path,
+    trusted: TrustedState,
+    *,
+    board: str | None = None,
+    last_release_counter: int | None = None,
+    expected: BundleRef | None = None,
+    max_size: int = MAX_BUNDLE_BYTES,
+    max_unpacked: int | None = None,
+    digest_checked: bool = False,
+) -> UnpackedBundle:
+    """:func:`verify_bundle` and :func:`unpack_bundle` in one pass over the file.
+
+    The manifest (the first member) is verified before anything is written; each member is
+    then hashed as it is written into ``dest`` (which must not exist or be empty), and the
+    whole file is counted and hashed on the way. The files are kept only when every check
+    of :func:`verify_bundle` passed, ``expected``'s size and digest last; on any failure
+    ``dest`` is removed (or, if it existed before, emptied of what was written) and the same
+    error as :func:`verify_bundle`'s raised.
+
+    ``digest_checked`` skips hashing the whole file again, for a caller that hashed exactly
+    these bytes against ``expected.sha256`` itself (a download it just assembled and
+    checked); the size is still compared. A file found on disk is never such a file.
+    """
+    if digest_checked and expected is None:
+        raise ConfigError("digest_checked needs the expected bundle reference")
+    dest = Path(dest)
+    created = not dest.exists()
+    verify = _verifier(trusted, board=board, last_release_counter=last_release_counter)
+    writer = _MemberWriter(dest)
+
+    def manifest_for(manifest_bytes: bytes) -> Manifest:
+        manifest = verify(manifest_bytes)
+        _check_unpacked_size(manifest, max_unpacked)
+        writer.open()
+        return manifest
+
+    try:
+        with _open(path) as fileobj:
+            reader = _CountingReader(
+                fileobj, _cap(expected, max_size), hash_whole=not digest_checked
+            )
+            manifest_bytes, manifest = _read_bundle(reader, manifest_for, writer)
+        verified = _verified(
+            path, reader, manifest_bytes, manifest, expected, digest_checked=digest_checked
+        )
+        writer.sync_folders()
+    except BaseException:
+        if created:
+            shutil.rmtree(dest, ignore_errors=True)
+        else:
+            writer.remove_written()
+        raise
+    return UnpackedBundle(verified=verified, files=writer.written)
 
 
 def _write_member(target: Path, blocks: Iterator[bytes], entry: FileEntry) -> Path:
@@ -327,16 +484,12 @@ def _write_member(target: Path, blocks: Iterator[bytes], entry: FileEntry) -> Pa
         raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from exc
     digest = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as out:
+        with os.fdopen(fd, "wb", buffering=0) as out:
             for block in blocks:
                 digest.update(block)
                 out.write(block)
-            out.flush()
             os.fsync(out.fileno())
-        if digest.hexdigest() != entry.sha256:
-            raise DigestMismatchError(
-                f"expected {entry.path!r} to hash to {entry.sha256}, got {digest.hexdigest()}"
-            )
+        _check_member_digest(entry, digest.hexdigest())
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     except OSError as exc:
@@ -393,8 +546,10 @@ __all__ = [
     "MANIFEST_NAME",
     "MAX_BUNDLE_BYTES",
     "MAX_MEMBERS",
+    "UnpackedBundle",
     "VerifiedBundle",
     "inspect_bundle",
     "unpack_bundle",
+    "verify_and_unpack",
     "verify_bundle",
 ]

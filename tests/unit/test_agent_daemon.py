@@ -18,7 +18,7 @@ from edgeops.agent.daemon import Agent, StagedBundle
 from edgeops.agent.health import Budgets, TestVector
 from edgeops.agent.runtimes import TensorSpec
 from edgeops.agent.runtimes.testing import FakeRuntime
-from edgeops.agent.updater import Phase
+from edgeops.agent.updater import BundleVerified, Phase, Verify
 from edgeops.errors import DigestMismatchError, ModelError, RollbackAttackError
 from edgeops.mqtt import FakeBroker, publish_bundle
 from edgeops.protocol import (
@@ -57,7 +57,13 @@ def fake_bundle(
 
 
 class FakeStager:
-    """Checks the file's digest and size and the release floor, 'unpacks' it as JSON."""
+    """Checks the file's digest and size and the release floor, 'unpacks' it as JSON.
+
+    ``digest_checked`` says what the agent told it for each stage, in order.
+    """
+
+    def __init__(self) -> None:
+        self.digest_checked: list[bool] = []
 
     def stage(
         self,
@@ -71,7 +77,9 @@ class FakeStager:
         last_release_counter: int | None,
         max_unpacked: int,
         latency_runs: int,
+        digest_checked: bool = False,
     ) -> StagedBundle:
+        self.digest_checked.append(digest_checked)
         data = path.read_bytes()
         if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
             raise DigestMismatchError(f"expected bundle sha256 {digest}")
@@ -264,6 +272,23 @@ def test_a_new_bundle_is_fetched_checked_activated_and_committed(rig):
     ]
     phases = [e.state for e in rig.events() if e.directive_seq == 2 and e.state]
     assert phases[:5] == ["downloading", "verifying", "staged", "testing", "activating"]
+
+
+def test_only_a_download_this_process_checked_skips_the_whole_file_hash(rig):
+    rig.agent.start()
+    install_first(rig)
+    stager = rig.agent._stager
+    assert isinstance(stager, FakeStager)
+    # The fetcher checked the whole file's SHA-256 as it assembled it.
+    assert stager.digest_checked == [True]
+    # A bundle file this process did not fetch (left on disk across a restart, say) is
+    # hashed again.
+    bundle = fake_bundle(release=2, constant=3.0)
+    digest = hashlib.sha256(bundle).hexdigest()
+    rig.agent.store.download_path(digest).write_bytes(bundle)
+    event = rig.agent._verify(Verify(digest, len(bundle), 1))
+    assert isinstance(event, BundleVerified)
+    assert stager.digest_checked == [True, False]
 
 
 def test_failing_test_vectors_never_activate_and_the_old_model_keeps_serving(rig):

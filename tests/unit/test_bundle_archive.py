@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import io
 import re
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -13,9 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgeops.bundle import inspect_bundle, unpack_bundle, verify_bundle
+from edgeops.bundle import inspect_bundle, unpack_bundle, verify_and_unpack, verify_bundle
 from edgeops.errors import (
     ArchiveError,
+    ConfigError,
     DigestMismatchError,
     EdgeopsError,
     RollbackAttackError,
@@ -372,3 +374,223 @@ def test_flipped_byte_in_valid_bundle(tmp_path, position, value):
         assert original != value
     else:
         assert original == value  # any change at all is caught by the whole-file digest
+
+
+# ------------------------------------------------------------------ one pass: verify_and_unpack
+
+
+def test_verify_and_unpack_matches_verify_then_unpack(tmp_path, fleet):
+    path = tmp_path / "b.bundle"
+    build(path, fleet, files={"model.onnx": MODEL, "extra/labels/en.txt": LABELS})
+    verified = verify_bundle(path, fleet.trusted())
+    separate = unpack_bundle(path, tmp_path / "two-pass", verified.manifest)
+    for digest_checked in (False, True):
+        dest = tmp_path / f"one-pass-{digest_checked}"
+        one = verify_and_unpack(
+            path, dest, fleet.trusted(), expected=verified.ref(), digest_checked=digest_checked
+        )
+        assert one.verified == verified
+        assert sorted(one.files) == sorted(separate)
+        for name, written in one.files.items():
+            assert written == (dest / name).resolve()
+            assert written.read_bytes() == separate[name].read_bytes()
+        # Only the members: no temporary file is left behind.
+        assert sorted(str(f.relative_to(dest)) for f in dest.rglob("*") if f.is_file()) == [
+            "extra/labels/en.txt",
+            "model.onnx",
+        ]
+
+
+def _attack_tampered_model(tmp_path, fleet, bundle):
+    evil = bytes([MODEL[0] ^ 1]) + MODEL[1:]
+    build(bundle, fleet, listed={"model.onnx": MODEL}, files={"model.onnx": evil})
+    return {}
+
+
+def _attack_tampered_manifest(tmp_path, fleet, bundle):
+    build(bundle, fleet)
+    bundle.write_bytes(bundle.read_bytes().replace(b'"name":"detector"', b'"name":"detectoR"'))
+    return {}
+
+
+def _attack_old_release(tmp_path, fleet, bundle):
+    build(bundle, fleet, manifest_kwargs={"release": 3})
+    return {"last_release_counter": 5}
+
+
+def _attack_wrong_board(tmp_path, fleet, bundle):
+    build(bundle, fleet, manifest_kwargs={"boards": ("rpi4",)})
+    return {"board": "rpi3"}
+
+
+def _attack_mix_and_match(tmp_path, fleet, bundle):
+    other = tmp_path / "other.bundle"
+    build(other, fleet, manifest_kwargs={"version": "2.0"})
+    build(bundle, fleet)
+    return {"expected": verify_bundle(other, fleet.trusted()).ref()}
+
+
+def _attack_endless_data(tmp_path, fleet, bundle):
+    build(bundle, fleet)
+    ref = verify_bundle(bundle, fleet.trusted()).ref()
+    with bundle.open("ab") as out:
+        out.write(b"\x00" * 100_000)
+    return {"expected": ref}
+
+
+def _attack_member_larger(tmp_path, fleet, bundle):
+    big = MODEL + b"x" * 10_000
+    build(bundle, fleet, listed={"model.onnx": MODEL}, files={"model.onnx": big})
+    return {}
+
+
+def _attack_last_member_tampered(tmp_path, fleet, bundle):
+    build(
+        bundle,
+        fleet,
+        listed={"model.onnx": MODEL, "labels.txt": LABELS},
+        files={"model.onnx": MODEL, "labels.txt": LABELS.upper()},
+    )
+    return {}
+
+
+def _attack_partial(tmp_path, fleet, bundle):
+    build(
+        bundle,
+        fleet,
+        listed={"model.onnx": MODEL, "labels.txt": LABELS},
+        files={"model.onnx": MODEL},
+    )
+    return {}
+
+
+def _attack_unlisted_member(tmp_path, fleet, bundle):
+    build(
+        bundle,
+        fleet,
+        listed={"model.onnx": MODEL},
+        files={"model.onnx": MODEL, "payload.sh": b"rm -rf /"},
+    )
+    return {}
+
+
+def _attack_path_escape(tmp_path, fleet, bundle):
+    members = [(_info("model.onnx", len(MODEL)), MODEL), (_info("../escape.txt", 4), b"evil")]
+    build(bundle, fleet, files={"model.onnx": MODEL}, members=members)
+    return {}
+
+
+def _attack_truncated(tmp_path, fleet, bundle):
+    build(bundle, fleet)
+    bundle.write_bytes(bundle.read_bytes()[:1200])
+    return {}
+
+
+def _attack_trailing_garbage_same_size(tmp_path, fleet, bundle):
+    # The directive's size and digest are right for the genuine file; the last bytes (past
+    # every member) are changed: only the whole-file digest can tell.
+    build(bundle, fleet)
+    ref = verify_bundle(bundle, fleet.trusted()).ref()
+    data = bytearray(bundle.read_bytes())
+    data[-1] ^= 0xFF
+    bundle.write_bytes(bytes(data))
+    return {"expected": ref}
+
+
+@pytest.mark.parametrize(
+    ("attack", "error"),
+    [
+        (_attack_tampered_model, DigestMismatchError),
+        (_attack_tampered_manifest, SignatureError),
+        (_attack_old_release, RollbackAttackError),
+        (_attack_wrong_board, WrongTargetError),
+        (_attack_mix_and_match, DigestMismatchError),
+        (_attack_endless_data, SizeLimitError),
+        (_attack_member_larger, SizeLimitError),
+        (_attack_last_member_tampered, DigestMismatchError),
+        (_attack_partial, ArchiveError),
+        (_attack_unlisted_member, ArchiveError),
+        (_attack_path_escape, ArchiveError),
+        (_attack_truncated, ArchiveError),
+        (_attack_trailing_garbage_same_size, DigestMismatchError),
+    ],
+)
+def test_verify_and_unpack_raises_what_verify_raises_and_keeps_nothing(
+    tmp_path, fleet, attack, error
+):
+    bundle = tmp_path / "b.bundle"
+    options = attack(tmp_path, fleet, bundle)
+    with pytest.raises(error) as from_verify:
+        verify_bundle(bundle, fleet.trusted(), **options)
+    dest = tmp_path / "staging" / "files"
+    with pytest.raises(error) as from_one_pass:
+        verify_and_unpack(bundle, dest, fleet.trusted(), **options)
+    assert str(from_one_pass.value) == str(from_verify.value)
+    assert not dest.exists()
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_verify_and_unpack_writes_nothing_before_the_manifest_verifies(tmp_path, fleet):
+    bundle = tmp_path / "b.bundle"
+    _attack_tampered_manifest(tmp_path, fleet, bundle)
+    with pytest.raises(SignatureError):
+        verify_and_unpack(bundle, tmp_path / "out", fleet.trusted())
+    assert not (tmp_path / "out").exists()
+
+
+def test_verify_and_unpack_into_an_existing_folder_empties_it_on_failure(tmp_path, fleet):
+    bundle = tmp_path / "b.bundle"
+    _attack_last_member_tampered(tmp_path, fleet, bundle)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(DigestMismatchError, match=re.escape("'labels.txt'")):
+        verify_and_unpack(bundle, tmp_path / "out", fleet.trusted())
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_verify_and_unpack_size_caps(tmp_path, fleet, bundle):
+    with pytest.raises(SizeLimitError, match="unpacks to at most 100 bytes"):
+        verify_and_unpack(bundle, tmp_path / "out", fleet.trusted(), max_unpacked=100)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SizeLimitError, match="at most 4096 bytes"):
+        verify_and_unpack(bundle, tmp_path / "out", fleet.trusted(), max_size=4096)
+    assert not (tmp_path / "out").exists()
+
+
+def test_digest_checked_still_compares_the_size(tmp_path, fleet, bundle):
+    ref = verify_bundle(bundle, fleet.trusted()).ref()
+    with pytest.raises(ConfigError, match="expected bundle reference"):
+        verify_and_unpack(bundle, tmp_path / "out", fleet.trusted(), digest_checked=True)
+    bigger = BundleRef(
+        sha256=ref.sha256, size=ref.size + 512, name=ref.name, version=ref.version, release=1
+    )
+    with pytest.raises(DigestMismatchError, match=f"expected a bundle of {ref.size + 512} bytes"):
+        verify_and_unpack(
+            bundle, tmp_path / "out", fleet.trusted(), expected=bigger, digest_checked=True
+        )
+    assert not (tmp_path / "out").exists()
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.integers(min_value=0), st.integers(0, 255))
+def test_flipped_byte_one_pass(tmp_path, position, value):
+    valid = tmp_path / "valid3.bundle"
+    if not valid.exists():
+        build(valid, _FLEET)
+    raw = bytearray(valid.read_bytes())
+    original = raw[position % len(raw)]
+    raw[position % len(raw)] = value
+    path = tmp_path / "flip.bundle"
+    path.write_bytes(bytes(raw))
+    ref = verify_bundle(valid, _TRUSTED).ref()
+    dest = tmp_path / "out"
+    shutil.rmtree(dest, ignore_errors=True)
+    try:
+        verify_and_unpack(path, dest, _TRUSTED, expected=ref)
+    except EdgeopsError:
+        assert original != value
+        assert not dest.exists()
+    else:
+        assert original == value
+        assert (dest / "model.onnx").read_bytes() == MODEL
