@@ -77,6 +77,7 @@ from edgeops.agent.updater import (
     UpdaterAction,
     UpdaterState,
     Verify,
+    progress_step,
 )
 from edgeops.errors import (
     ConfigError,
@@ -792,6 +793,17 @@ class Agent:
         self.store.downloads_dir.mkdir(parents=True, exist_ok=True)
         self._fetched_digest = None  # the file is written afresh
         sink = path.open("w+b")
+        last_step = 0
+
+        def on_progress(received: int, total: int) -> None:
+            # The updater acts only when the reported step changes: one event per step, not
+            # one per chunk, for the updater thread to wake up to.
+            nonlocal last_step
+            step = progress_step(received, total)
+            if step > last_step:
+                last_step = step
+                self._events.put(DownloadProgress(received, total))
+
         fetcher = BundleFetcher(
             self.link,
             self.config.fleet,
@@ -799,7 +811,7 @@ class Agent:
             size=action.size,
             sink=sink,
             max_total=self.config.caps.max_bundle_bytes,
-            on_progress=lambda received, total: self._events.put(DownloadProgress(received, total)),
+            on_progress=on_progress,
         )
         self._fetcher = fetcher
 
@@ -896,8 +908,13 @@ class Agent:
 
         options = self.board.load_options(path)
         runtime = options.runtime if self.config.runtime == "auto" else self.config.runtime
+        xnnpack = options.xnnpack if self.config.xnnpack is None else self.config.xnnpack
         return load_model(
-            path, runtime=runtime, threads=options.threads, delegates=options.delegates
+            path,
+            runtime=runtime,
+            threads=options.threads,
+            delegates=options.delegates,
+            xnnpack=xnnpack,
         )
 
     # -- health check

@@ -309,6 +309,16 @@ class DirectiveReceived:
     raw: bytes
 
 
+PROGRESS_STEPS = 4
+"""Download progress is reported to the fleet at each of these fractions (quarters)."""
+
+
+def progress_step(received: int, total: int) -> int:
+    """Which of the :data:`PROGRESS_STEPS` a download of ``received`` of ``total`` bytes is
+    in; a DownloadProgress that does not change it changes nothing."""
+    return received * PROGRESS_STEPS // total if total > 0 else 0
+
+
 @dataclass(frozen=True)
 class DownloadProgress:
     received: int
@@ -821,8 +831,8 @@ class Updater:
         if event.total <= 0:
             return []
         # Report in quarter steps: a progress event per chunk would flood the broker.
-        step = min(4, event.received * 4 // event.total)
-        if step <= self._reported_progress or step in (0, 4):
+        step = min(PROGRESS_STEPS, progress_step(event.received, event.total))
+        if step <= self._reported_progress or step in (0, PROGRESS_STEPS):
             return []
         self._reported_progress = step
         return [
@@ -1047,6 +1057,7 @@ def _digest(bundle: BundleRef | None) -> str:
 __all__ = [
     "ACTIVATED_PHASES",
     "BEFORE_ACTIVATION",
+    "PROGRESS_STEPS",
     "RESTING_PHASES",
     "Activate",
     "Activated",
@@ -1082,5 +1093,6 @@ __all__ = [
     "UpdaterAction",
     "UpdaterState",
     "Verify",
+    "progress_step",
     "raw_digest",
 ]

@@ -12,6 +12,9 @@ Prints one JSON object. On a Mosquitto this script starts on a free loopback por
 * ``fetcher_s`` — the same N clients as :class:`~edgeops.mqtt.PahoLink` with a
   :class:`~edgeops.mqtt.BundleFetcher` each, writing to a file, checking every chunk's and
   the whole bundle's SHA-256. ``fetcher_vs_plain`` is the ratio.
+* ``plain_paho_cpu_s``, ``fetcher_cpu_s``, ``fetcher_cpu_vs_plain`` — CPU seconds of this
+  process (every thread) over the same two timed windows: less sensitive than wall time to
+  other work on a shared machine, and what an agent's fetch costs beyond receiving.
 * ``fleet_publishes`` — how many messages the publisher sent for the bundle (one per chunk
   plus the meta, whatever N).
 * ``large_fetch_s``, ``large_fetch_rss_growth_mb`` — one fetcher in a fresh process fetching
@@ -68,7 +71,16 @@ def _connected_paho(broker: MosquittoBroker, client_id: str) -> mqtt.Client:
     return client
 
 
-def plain_paho_fanout(broker: MosquittoBroker, digest: str, chunks: int, subscribers: int) -> float:
+def plain_paho_fanout(
+    broker: MosquittoBroker,
+    digest: str,
+    chunks: int,
+    subscribers: int,
+    *,
+    cpu: list[float] | None = None,
+) -> float:
+    """Seconds until every subscriber has every chunk; ``cpu`` gets the process CPU seconds
+    of that window appended."""
     clients = [_connected_paho(broker, f"plain-{i}") for i in range(subscribers)]
     remaining = threading.Semaphore(0)
     counts = [0] * subscribers
@@ -83,13 +95,15 @@ def plain_paho_fanout(broker: MosquittoBroker, digest: str, chunks: int, subscri
 
     for index, client in enumerate(clients):
         client.on_message = handler(index)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for client in clients:
         client.subscribe(bundle_chunk_filter(FLEET, digest), qos=1)
     for _ in range(subscribers):
         if not remaining.acquire(timeout=120):
             raise RuntimeError(f"plain fan-out incomplete: {sum(counts)} of {chunks * subscribers}")
     elapsed = time.perf_counter() - started
+    if cpu is not None:
+        cpu.append(time.process_time() - cpu_started)
     for client in clients:
         client.disconnect()
         client.loop_stop()
@@ -97,7 +111,13 @@ def plain_paho_fanout(broker: MosquittoBroker, digest: str, chunks: int, subscri
 
 
 def fetcher_fanout(
-    broker: MosquittoBroker, digest: str, size: int, subscribers: int, folder: Path
+    broker: MosquittoBroker,
+    digest: str,
+    size: int,
+    subscribers: int,
+    folder: Path,
+    *,
+    cpu: list[float] | None = None,
 ) -> float:
     links = []
     for i in range(subscribers):
@@ -109,12 +129,14 @@ def fetcher_fanout(
         BundleFetcher(link, FLEET, digest=digest, size=size, sink=sink)
         for link, sink in zip(links, sinks, strict=True)
     ]
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for fetcher in fetchers:
         fetcher.start()
     for fetcher in fetchers:
         fetcher.wait(120)
     elapsed = time.perf_counter() - started
+    if cpu is not None:
+        cpu.append(time.process_time() - cpu_started)
     for sink in sinks:
         sink.close()
     for link in links:
@@ -254,8 +276,14 @@ def main() -> None:
             publisher.close()
             fleet_publishes = meta.chunk_count + 1
 
-            plain = plain_paho_fanout(broker, meta.digest, meta.chunk_count, args.subscribers)
-            fetched = fetcher_fanout(broker, meta.digest, meta.total_size, args.subscribers, folder)
+            cpu: list[float] = []
+            plain = plain_paho_fanout(
+                broker, meta.digest, meta.chunk_count, args.subscribers, cpu=cpu
+            )
+            fetched = fetcher_fanout(
+                broker, meta.digest, meta.total_size, args.subscribers, folder, cpu=cpu
+            )
+            plain_cpu, fetcher_cpu = cpu
             for path in folder.glob("dev-*.bundle"):
                 if path.read_bytes() != bundle:
                     raise RuntimeError(f"{path.name} differs from the bundle")
@@ -281,6 +309,9 @@ def main() -> None:
                 "fetcher_s": round(fetched, 3),
                 "fetcher_mb_per_s": round(total_mb / fetched, 1),
                 "fetcher_vs_plain": round(fetched / plain, 3),
+                "plain_paho_cpu_s": round(plain_cpu, 3),
+                "fetcher_cpu_s": round(fetcher_cpu, 3),
+                "fetcher_cpu_vs_plain": round(fetcher_cpu / plain_cpu, 3),
                 "large_bundle_mb": args.large_mb,
                 "large_chunks": large_chunks,
                 "large_fetch_s": round(large_s, 3),

@@ -190,6 +190,28 @@ def test_a_corrupt_chunk_is_detected_and_only_that_chunk_is_fetched_again():
     assert fetcher.deliveries == meta.chunk_count + 2
 
 
+def test_progress_counts_each_new_chunk_once_and_a_corrupt_one_not():
+    broker, meta = _setup()
+    link = broker.link("pi")
+    link.connect()
+    bad_topic = bundle_chunk_topic("acme", meta.digest, 3)
+    progress: list[tuple[int, int]] = []
+    fetcher = _fetcher(
+        CorruptingLink(link, bad_topic, times=1),
+        meta,
+        io.BytesIO(),
+        on_progress=lambda received, total: progress.append((received, total)),
+    )
+    fetcher.start()
+    fetcher.wait(1)
+    assert fetcher.refetched == 1
+    assert len(progress) == meta.chunk_count
+    assert [total for _, total in progress] == [meta.total_size] * meta.chunk_count
+    received = [r for r, _ in progress]
+    assert received == sorted(set(received))
+    assert received[-1] == meta.total_size
+
+
 @pytest.mark.parametrize("window", [32, 2])
 def test_a_stalled_fetch_asks_again_for_what_is_missing(window):
     broker, meta = _setup()
