@@ -8,7 +8,7 @@
       root.json                  the trusted root; replaced only after a verified rotation
       state.json                 the updater's state (phase, committed/previous bundle,
                                  per-target directive records): one atomic write per step
-      events.seq                 the next event sequence number
+      events.seq                 event sequence numbers below this one may have been used
       downloads/<digest>.part    a bundle being fetched (streamed, never held in memory)
       bundles/<digest>/bundle    a verified bundle file, kept for the committed and previous
       bundles/<digest>/files/    its unpacked files (model, test vectors, reference stats)
@@ -20,13 +20,16 @@ rollback directive can name any kept bundle, and a half-written folder is recogn
 without a slot pointer. Only the bundles the updater names in ``keep`` survive a prune.
 
 Every durable write goes through :mod:`edgeops.fsutil` (temp file, fsync, ``os.replace``).
+Event sequence numbers are reserved :data:`EVENT_SEQ_BLOCK` at a time, one write per block
+instead of one per event; after a restart the numbering continues past the reserved block,
+so it can jump ahead by up to that many but never repeats.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
+import threading
 from pathlib import Path
 
 from edgeops.agent.updater import UpdaterState
@@ -34,6 +37,9 @@ from edgeops.errors import ConfigError, StateError, StorageError
 from edgeops.fsutil import atomic_write_bytes, atomic_write_json, fsync_dir
 
 _HEX = frozenset("0123456789abcdef")
+
+EVENT_SEQ_BLOCK = 64
+"""Event sequence numbers reserved per write of ``events.seq`` (the most a restart skips)."""
 
 
 def _check_digest(digest: str) -> str:
@@ -48,7 +54,9 @@ class Store:
 
     def __init__(self, state_dir: Path) -> None:
         self.root = Path(state_dir)
-        self._event_seq_unsaved = 0
+        self._event_lock = threading.Lock()
+        self._event_next: int | None = None  # read from events.seq on first use
+        self._event_reserved = 0  # events.seq holds this: numbers below it may be in use
 
     # ------------------------------------------------------------------ layout
 
@@ -134,20 +142,34 @@ class Store:
         atomic_write_bytes(self.root_path, data)
 
     def next_event_seq(self) -> int:
-        """Hand out the next event sequence number, durable so it grows across restarts."""
+        """Hand out the next event sequence number; numbers only grow, across restarts too.
+
+        Reserves :data:`EVENT_SEQ_BLOCK` numbers per write of ``events.seq``, so after a
+        restart (or a crash) numbering resumes at the end of the reserved block: gaps, never
+        a number used twice.
+        """
+        with self._event_lock:
+            if self._event_next is None:
+                self._event_next = self._event_reserved = self._read_event_seq()
+            seq = self._event_next
+            if seq >= self._event_reserved:
+                try:
+                    atomic_write_bytes(
+                        self.events_seq_path, f"{seq + EVENT_SEQ_BLOCK}\n".encode("ascii")
+                    )
+                    self._event_reserved = seq + EVENT_SEQ_BLOCK
+                except StorageError:
+                    # A full disk: the event still goes out, numbered from memory, and
+                    # the reservation is tried again with the next number.
+                    pass
+            self._event_next = seq + 1
+            return seq
+
+    def _read_event_seq(self) -> int:
         try:
-            current = int(self.events_seq_path.read_text(encoding="ascii").strip() or "0")
-        except FileNotFoundError:
-            current = 0
+            return max(int(self.events_seq_path.read_text(encoding="ascii").strip() or "0"), 0)
         except (OSError, ValueError):
-            current = 0
-        # Numbers handed out while the counter could not be written (a full disk) are
-        # remembered here, so an event still goes out and the next one does not reuse it.
-        current = max(current, self._event_seq_unsaved)
-        self._event_seq_unsaved = current + 1
-        with contextlib.suppress(StorageError):
-            atomic_write_bytes(self.events_seq_path, f"{current + 1}\n".encode("ascii"))
-        return current
+            return 0
 
     # ------------------------------------------------------------------ bundles
 

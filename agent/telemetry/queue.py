@@ -8,16 +8,28 @@ grows, across restarts too, so the fleet side counts what arrived and drops dupl
 On disk (one folder per queue)::
 
     00000000000000000042.entry   one file per entry: header (magic, seq, length, CRC-32) + payload
-    queue.json                   {"next_seq": 43, "dropped": 3}; rewritten before any removal
+    highest.acked                the highest-numbered entry removed so far (renamed, not copied)
+    queue.json                   {"next_seq": 43, "dropped": 3}; rewritten on open, on drops
 
 Every entry is written with :func:`edgeops.fsutil.atomic_write_bytes` (temp file, fsync,
-rename), so a crash leaves either the whole entry or none; a leftover temp file is removed
-on open, and an entry whose header or CRC does not check (a disk that lied about fsync) is
-skipped, counted in ``corrupted`` and removed, never fatal. ``next_seq`` is persisted
-before an entry is removed, so numbers are never reused even when the queue empties.
+rename, folder fsync), so a crash leaves either the whole entry or none; a leftover temp file
+is removed on open, and an entry whose header or CRC does not check (a disk that lied about
+fsync) is skipped, counted in ``corrupted`` and removed, never fatal.
+
+Sequence numbers are never reused, and skip only dropped (or damaged) entries, without a
+write per acknowledgement: an acknowledged entry is renamed over ``highest.acked`` when its
+number is the highest removed so far, and unlinked otherwise. So the highest number
+:meth:`DiskQueue.append` returned is always on disk, as an entry or as ``highest.acked``:
+the entry was durable before ``append`` returned, and the one operation that removes its
+name gives it to ``highest.acked``. A crash, even a power loss that undoes recent unsynced
+renames and unlinks, leaves one of the two (an undone removal only means an entry sent
+again, which the fleet drops by device and seq). Other removals are rare and record the
+number in ``queue.json`` first (drops, damaged entries), or, for a drop forced by a full
+disk where ``queue.json`` may not be writable, rename the last entry the same way.
 
 Bounded: past ``max_entries`` or ``max_bytes`` the oldest entries are dropped first, and the
-total dropped is kept in ``queue.json`` so it can be reported.
+total dropped is kept in ``queue.json`` so it can be reported. ``highest.acked`` adds one
+entry's bytes on disk beyond the bounds.
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ _MAGIC = b"EOQ1"
 _HEADER = struct.Struct(">4sQII")  # magic, seq, payload length, CRC-32 of the payload
 _SUFFIX = ".entry"
 _STATE = "queue.json"
+_HIGHEST_ACKED = "highest.acked"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,7 +117,7 @@ class DiskQueue:
         self._sizes: dict[int, int] = {}  # seq -> payload size, oldest first
         self._bytes = 0
         self._corrupted = 0
-        self._persisted_next = 0
+        self._highest_acked = 0  # the number in highest.acked; 0 when there is none
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -126,6 +139,20 @@ class DiskQueue:
             # the entry files still carry the highest sequence number used.
             return 1, 0
 
+    def _read_highest_acked(self) -> int:
+        try:
+            data = (self.folder / _HIGHEST_ACKED).read_bytes()
+        except FileNotFoundError:
+            return 0
+        except OSError:
+            return 0
+        if len(data) < _HEADER.size:
+            return 0
+        seq: int = _HEADER.unpack_from(data)[1]
+        # Checked whole, as an entry: only a number from an intact entry is trusted; a
+        # damaged file (outside damage) leaves queue.json and the entries as the record.
+        return seq if decode_entry(data, seq) is not None else 0
+
     def _recover(self) -> None:
         found: list[int] = []
         for path in self.folder.iterdir():
@@ -135,6 +162,9 @@ class DiskQueue:
                 continue
             if name.endswith(_SUFFIX) and name[: -len(_SUFFIX)].isdigit():
                 found.append(int(name[: -len(_SUFFIX)]))
+        self._highest_acked = self._read_highest_acked()
+        self._next_seq = max(self._next_seq, self._highest_acked + 1)
+        torn: list[int] = []
         for seq in sorted(found):
             path = self.folder / _entry_name(seq)
             try:
@@ -144,19 +174,36 @@ class DiskQueue:
             # A torn entry still used its number; never hand that number out again.
             self._next_seq = max(self._next_seq, seq + 1)
             if payload is None:
-                self._corrupted += 1
-                path.unlink(missing_ok=True)
+                torn.append(seq)
                 continue
             self._sizes[seq] = len(payload)
             self._bytes += len(payload)
-        self._write_state()
+        self._write_state()  # before the torn entries go: they may hold the highest number
+        for seq in torn:
+            self._corrupted += 1
+            (self.folder / _entry_name(seq)).unlink(missing_ok=True)
         self._enforce_bounds(incoming=0)
 
     def _write_state(self) -> None:
         atomic_write_json(
             self.folder / _STATE, {"next_seq": self._next_seq, "dropped": self._dropped}
         )
-        self._persisted_next = self._next_seq
+
+    def _retire(self, seq: int) -> None:
+        """Take entry ``seq`` off the disk, keeping the highest number removed on record.
+
+        No fsync: an unsynced rename or unlink undone by a power loss leaves the entry,
+        which is sent again (a duplicate the fleet drops), never a reused number.
+        """
+        path = self.folder / _entry_name(seq)
+        if seq > self._highest_acked:
+            try:
+                path.replace(self.folder / _HIGHEST_ACKED)
+            except FileNotFoundError:
+                return  # removed from outside; pending() already treats it as gone
+            self._highest_acked = seq
+        else:
+            path.unlink(missing_ok=True)
 
     # -- bounds ----------------------------------------------------------------------
 
@@ -173,9 +220,10 @@ class DiskQueue:
         if not victims:
             return
         self._dropped += len(victims)
-        self._write_state()
+        self._write_state()  # the dropped total is reported; a drop is never forgotten
         for seq in victims:
             self._bytes -= self._sizes.pop(seq)
+            # Unlinked, not retired: that frees the space, and queue.json has the number.
             (self.folder / _entry_name(seq)).unlink(missing_ok=True)
 
     # -- the queue -------------------------------------------------------------------
@@ -197,6 +245,11 @@ class DiskQueue:
             dropped_for_space = 0
             while True:
                 try:
+                    # Both fsyncs (entry, then folder) stay: once append returns, the entry
+                    # is published and may be acknowledged, and until then its name on disk
+                    # is the only record of its number. Without the folder fsync a power
+                    # loss could take the name, and the number would be handed out again
+                    # for a sample the fleet then drops as a duplicate of the first.
                     atomic_write_bytes(self.folder / _entry_name(seq), encode_entry(seq, payload))
                     break
                 except StorageError as exc:
@@ -204,7 +257,17 @@ class DiskQueue:
                     if not _disk_full(exc) or not self._sizes:
                         raise
                     oldest = next(iter(self._sizes))
-                    (self.folder / _entry_name(oldest)).unlink(missing_ok=True)
+                    try:
+                        if len(self._sizes) == 1:
+                            # It may hold the highest number and queue.json cannot be
+                            # written on this disk: keep the number, as an ack would.
+                            self._retire(oldest)
+                        else:
+                            (self.folder / _entry_name(oldest)).unlink(missing_ok=True)
+                    except OSError as remove_exc:
+                        raise StorageError(
+                            f"cannot drop queue entry {oldest}: {remove_exc}"
+                        ) from remove_exc
                     self._bytes -= self._sizes.pop(oldest)
                     self._dropped += 1
                     dropped_for_space += 1
@@ -232,6 +295,9 @@ class DiskQueue:
                 with self._lock:
                     if self._sizes.pop(seq, None) is not None:
                         self._corrupted += 1
+                        # Not renamed over highest.acked, which must stay intact; the
+                        # number is recorded first, as it may be the highest one.
+                        self._write_state()
                         (self.folder / _entry_name(seq)).unlink(missing_ok=True)
                 continue
             out.append((seq, payload))
@@ -244,11 +310,8 @@ class DiskQueue:
             if size is None:
                 return False
             self._bytes -= size
-            if seq >= self._persisted_next:
-                # This entry may be the only record of the highest number handed out.
-                self._write_state()
             try:
-                (self.folder / _entry_name(seq)).unlink(missing_ok=True)
+                self._retire(seq)
             except OSError as exc:
                 raise StorageError(f"cannot remove queue entry {seq}: {exc}") from exc
             return True

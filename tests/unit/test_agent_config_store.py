@@ -96,8 +96,42 @@ def test_store_refuses_a_corrupted_state_file(tmp_path):
         store.load_state()
 
 
-def test_event_sequence_numbers_grow_across_instances(tmp_path):
-    assert [Store(tmp_path).next_event_seq() for _ in range(3)] == [0, 1, 2]
+def test_event_sequence_numbers_grow_across_instances(tmp_path, monkeypatch):
+    from edgeops.agent import store as store_module
+    from edgeops.fsutil import atomic_write_bytes as real_write
+
+    writes: list[bytes] = []
+
+    def counting_write(path: Path, data: bytes, **kw: object) -> None:
+        writes.append(data)
+        real_write(path, data)
+
+    monkeypatch.setattr(store_module, "atomic_write_bytes", counting_write)
+    store = Store(tmp_path)
+    assert [store.next_event_seq() for _ in range(3)] == [0, 1, 2]
+    assert writes == [f"{store_module.EVENT_SEQ_BLOCK}\n".encode()]  # one reservation
+    # A restart (or a kill -9) resumes past the reserved block: a gap, never a reuse.
+    again = Store(tmp_path)
+    assert [again.next_event_seq() for _ in range(2)] == [
+        store_module.EVENT_SEQ_BLOCK,
+        store_module.EVENT_SEQ_BLOCK + 1,
+    ]
+    assert len(writes) == 2
+
+
+def test_event_sequence_reserves_the_next_block_when_one_is_used_up(tmp_path, monkeypatch):
+    from edgeops.agent import store as store_module
+
+    monkeypatch.setattr(store_module, "EVENT_SEQ_BLOCK", 3)
+    store = Store(tmp_path)
+    assert [store.next_event_seq() for _ in range(7)] == list(range(7))
+    assert store.events_seq_path.read_text() == "9\n"  # blocks 0-2, 3-5, 6-8
+    assert Store(tmp_path).next_event_seq() == 9
+
+
+def test_an_old_exact_event_counter_is_read_as_the_next_free_number(tmp_path):
+    (tmp_path / "events.seq").write_text("5\n")  # written by an agent before reservations
+    assert Store(tmp_path).next_event_seq() == 5
 
 
 def test_digests_must_be_hex_before_they_become_paths(tmp_path):
@@ -215,15 +249,21 @@ def test_event_numbers_keep_growing_while_the_counter_cannot_be_written(
     from edgeops.agent import store as store_module
     from edgeops.errors import StorageError
 
+    monkeypatch.setattr(store_module, "EVENT_SEQ_BLOCK", 2)
     store = Store(tmp_path)
-    assert store.next_event_seq() == 0
+    assert store.next_event_seq() == 0  # reserves 0-1
     from edgeops.fsutil import atomic_write_bytes as real_write
 
+    attempts: list[bytes] = []
+
     def full_disk(path: Path, data: bytes, **kw: object) -> None:
+        attempts.append(data)
         raise StorageError(f"cannot write {path}") from OSError(errno.ENOSPC, "No space")
 
     monkeypatch.setattr(store_module, "atomic_write_bytes", full_disk)
-    assert [store.next_event_seq() for _ in range(2)] == [1, 2]
+    # 1 is reserved already; 2 and 3 go out although their reservations fail.
+    assert [store.next_event_seq() for _ in range(3)] == [1, 2, 3]
+    assert attempts == [b"4\n", b"5\n"]
     monkeypatch.setattr(store_module, "atomic_write_bytes", real_write)
-    assert store.next_event_seq() == 3
-    assert Store(tmp_path).next_event_seq() == 4
+    assert store.next_event_seq() == 4  # reserves 4-5
+    assert Store(tmp_path).next_event_seq() == 6

@@ -148,3 +148,120 @@ def test_a_full_disk_drops_the_oldest_entries_and_counts_them(
     with pytest.raises(StorageError):
         queue.append(b"more")
     assert queue.dropped == 2
+
+
+def test_acks_write_no_state_yet_numbers_survive_reopen_without_gaps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgeops.agent.telemetry import queue as queue_module
+    from edgeops.fsutil import atomic_write_json as real_write
+
+    folder = tmp_path / "q"
+    queue = DiskQueue(folder)
+    writes: list[Path] = []
+
+    def counting_write(path: Path, value: object, **kw: object) -> None:
+        writes.append(path)
+        real_write(path, value)
+
+    monkeypatch.setattr(queue_module, "atomic_write_json", counting_write)
+    for i in range(5):
+        seq = queue.append(f"m{i}".encode())
+        assert queue.ack(seq)
+    assert writes == []  # no state file per acknowledgement
+    assert json.loads((folder / "queue.json").read_text())["next_seq"] == 1  # as opened
+    assert list(folder.glob("*.entry")) == []
+    # The highest acknowledged entry carries the number across a restart: no reuse, no gap.
+    assert DiskQueue(folder).append(b"next") == 6
+
+
+def test_acks_out_of_order_keep_the_highest_number(tmp_path: Path) -> None:
+    folder = tmp_path / "q"
+    queue = DiskQueue(folder)
+    for i in range(3):
+        queue.append(bytes([i]))
+    assert queue.ack(3)
+    assert queue.ack(1)  # lower than the highest removed: plain unlink
+    reopened = DiskQueue(folder)
+    assert reopened.pending(10) == [(2, b"\x01")]
+    assert reopened.append(b"x") == 4
+
+
+def test_an_undone_removal_is_sent_again_never_renumbered(tmp_path: Path) -> None:
+    # A power loss may undo an unsynced rename: the acknowledged entry is back and the
+    # record of the highest removed number is older. The entry is replayed (the fleet drops
+    # the duplicate) and numbering continues after it.
+    folder = tmp_path / "q"
+    queue = DiskQueue(folder)
+    queue.append(b"one")
+    queue.append(b"two")
+    queue.ack(1)
+    kept_one = (folder / "highest.acked").read_bytes()
+    queue.ack(2)
+    (folder / "highest.acked").replace(folder / f"{2:020d}.entry")  # undo the last rename
+    (folder / "highest.acked").write_bytes(kept_one)
+    reopened = DiskQueue(folder)
+    assert reopened.pending(10) == [(2, b"two")]
+    assert reopened.append(b"three") == 3
+
+
+def test_dropped_entries_also_keep_the_highest_number(tmp_path: Path) -> None:
+    folder = tmp_path / "q"
+    queue = DiskQueue(folder, max_entries=1)
+    queue.append(b"a")
+    queue.append(b"b")  # drops 1
+    assert queue.dropped == 1
+    assert queue.ack(2)
+    reopened = DiskQueue(folder, max_entries=1)
+    assert reopened.dropped == 1
+    assert reopened.append(b"c") == 3
+
+
+def test_a_damaged_highest_acked_file_falls_back_to_the_state_file(tmp_path: Path) -> None:
+    folder = tmp_path / "q"
+    queue = DiskQueue(folder)
+    for i in range(3):
+        queue.append(bytes([i]))
+    DiskQueue(folder)  # reopening records next_seq 4 in queue.json
+    reopened = DiskQueue(folder)
+    assert reopened.ack_through(3) == 3
+    (folder / "highest.acked").write_bytes(b"EOQ1 torn")
+    assert DiskQueue(folder).append(b"x") == 4
+
+
+def test_an_entry_damaged_after_open_does_not_free_its_number(tmp_path: Path) -> None:
+    folder = tmp_path / "q"
+    queue = DiskQueue(folder)
+    assert queue.append(b"payload") == 1
+    path = folder / f"{1:020d}.entry"
+    path.write_bytes(path.read_bytes()[:-1] + b"!")
+    assert queue.pending(10) == []
+    assert queue.corrupted == 1
+    assert not path.exists()
+    assert DiskQueue(folder).append(b"next") == 2
+
+
+def test_a_full_disk_that_empties_the_queue_keeps_the_last_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from edgeops.agent.telemetry import queue as queue_module
+    from edgeops.errors import StorageError
+
+    folder = tmp_path / "q"
+    queue = DiskQueue(folder)
+    assert queue.append(b"only") == 1
+
+    def full_disk(path: Path, data: object, **kw: object) -> None:
+        raise StorageError(f"cannot write {path}") from OSError(errno.ENOSPC, "No space")
+
+    # queue.json cannot be written either: the dropped entry itself must keep number 1.
+    monkeypatch.setattr(queue_module, "atomic_write_bytes", full_disk)
+    monkeypatch.setattr(queue_module, "atomic_write_json", full_disk)
+    with pytest.raises(StorageError):
+        queue.append(b"no room")
+    assert queue.dropped == 1
+    assert len(queue) == 0
+    monkeypatch.undo()
+    assert DiskQueue(folder).append(b"room again") == 2
