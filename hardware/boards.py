@@ -1,7 +1,9 @@
 """Board profiles (data in ``boards.json``) and detection of the board the agent runs on.
 
 A profile says what a board is (architectures, cores, RAM, thermal sensor) and how to run
-models on it (preferred runtime, delegates, threads, recommended quantization).
+models on it (preferred runtime, delegates, threads, recommended quantization, and whether
+TFLite models get XNNPACK: ``"xnnpack": false`` trades inference speed for memory on boards
+short of it, decision 0007; optional, ``true`` when absent).
 :func:`detect_board` reads ``/proc/device-tree/model`` (Raspberry Pi, Jetson),
 ``/etc/nv_tegra_release`` (Jetson, even without a device tree) and ``platform.machine()``,
 under a ``root`` folder so tests can use a fake one.
@@ -14,7 +16,6 @@ import os
 import platform
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ class LoadOptions:
     runtime: str
     threads: int
     delegates: tuple[str, ...]
+    xnnpack: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +54,7 @@ class BoardProfile:
     agent_memory_max_mb: int
     model_match: tuple[str, ...] = ()
     tegra_release: tuple[str, ...] = ()
+    xnnpack: bool = True
 
     def __post_init__(self) -> None:
         if self.runtime not in _RUNTIMES:
@@ -60,6 +63,8 @@ class BoardProfile:
             raise ConfigError(f"board {self.name}: expected a quantization in {_QUANTIZATIONS}")
         if not self.architectures:
             raise ConfigError(f"board {self.name}: no architecture")
+        if not isinstance(self.xnnpack, bool):
+            raise ConfigError(f"board {self.name}: expected xnnpack true or false")
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> BoardProfile:
@@ -79,6 +84,7 @@ class BoardProfile:
                 agent_memory_max_mb=value["agent_memory_max_mb"],
                 model_match=tuple(value.get("model_match", ())),
                 tegra_release=tuple(value.get("tegra_release", ())),
+                xnnpack=value.get("xnnpack", True),
             )
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"malformed board profile {value.get('name')!r}: {exc}") from exc
@@ -99,6 +105,7 @@ class BoardProfile:
             "agent_memory_max_mb": self.agent_memory_max_mb,
             "model_match": list(self.model_match),
             "tegra_release": list(self.tegra_release),
+            "xnnpack": self.xnnpack,
         }
 
     def thread_count(self) -> int:
@@ -111,7 +118,8 @@ class BoardProfile:
         The profile's runtime and delegates apply to the model format they belong to; a
         ``.onnx`` bundle on a TFLite board runs on onnxruntime's CPU provider, a ``.tflite``
         bundle on a Jetson on LiteRT. On 32-bit Arm, ``ai_edge_litert`` (no armv7l
-        wheels) becomes ``tflite_runtime``.
+        wheels) becomes ``tflite_runtime``. ``xnnpack`` is the profile's (onnxruntime ignores
+        it).
         """
         arch = normalize_machine(machine or platform.machine())
         onnx = model_path.suffix.lower() == ".onnx"
@@ -123,7 +131,12 @@ class BoardProfile:
             delegates = self.delegates if self.runtime != "onnxruntime" else ()
             if arch == "armv7l" and runtime == "ai_edge_litert":
                 runtime = "tflite_runtime"
-        return LoadOptions(runtime=runtime, threads=self.thread_count(), delegates=delegates)
+        return LoadOptions(
+            runtime=runtime,
+            threads=self.thread_count(),
+            delegates=delegates,
+            xnnpack=self.xnnpack,
+        )
 
 
 def normalize_machine(machine: str) -> str:
@@ -135,8 +148,7 @@ def normalize_machine(machine: str) -> str:
 @cache
 def load_profiles() -> dict[str, BoardProfile]:
     """Every shipped profile by name (read once from the package's ``boards.json``)."""
-    text = resources.files("edgeops.hardware").joinpath("boards.json").read_text()
-    data = json.loads(text)
+    data = json.loads(_boards_text())
     if data.get("version") != 1:
         raise ConfigError(f"expected boards.json version 1, got {data.get('version')!r}")
     profiles = [BoardProfile.from_json(entry) for entry in data["boards"]]
@@ -193,8 +205,22 @@ def detect_board(root: Path | str = "/", *, machine: str | None = None) -> Board
     return generic
 
 
+def _boards_text() -> str:
+    # Read beside this module when the package is on disk (always, outside a zip import):
+    # importlib.resources imports zipfile and importlib.readers, 0.45 MB of RSS in an agent
+    # that only needs the file at start.
+    here = Path(__file__).with_name("boards.json")
+    if here.is_file():
+        return here.read_text()
+    from importlib import resources
+
+    return resources.files("edgeops.hardware").joinpath("boards.json").read_text()
+
+
 def asset_path(name: str) -> Path:
     """A file shipped in ``edgeops/hardware/assets`` (the systemd unit, the install script)."""
+    from importlib import resources
+
     path = Path(str(resources.files("edgeops.hardware").joinpath("assets", name)))
     if not path.is_file():
         raise ConfigError(f"no install asset named {name!r}")
