@@ -18,6 +18,10 @@ a new bundle meets the fault:
 * ``fail_rate`` — that share of devices computes wrong outputs with the new bundle: its
   health check (the bundle's own test vectors) fails, as on a device with a broken
   accelerator, and the device reports the update as failed;
+* ``trial_fail_rate`` — that share of devices passes the health check with the new bundle
+  but fails every live request once it serves it (a fault the test vectors do not cover,
+  such as inputs from a camera the bundle never saw): the trial's error rate rolls the
+  device back on its own, and the rollout's error gate sees it;
 * ``slow_rate`` (``--slow-model`` is 1.0) — that share serves the new bundle
   ``slow_delay_s`` slower (a real sleep inside ``run``), which the rollout's p95 gate sees;
 * ``offline`` — that share is enrolled but never connects.
@@ -28,7 +32,7 @@ while a board takes milliseconds; the base delay gives the p95 gate a stable bas
 compare against, as on real hardware.
 
 Which devices get which fault is drawn with ``seed``, or named with ``faulty_devices`` /
-``slow_devices`` / ``offline_devices``.
+``trial_faulty_devices`` / ``slow_devices`` / ``offline_devices``.
 """
 
 from __future__ import annotations
@@ -56,16 +60,24 @@ log = logging.getLogger(__name__)
 DEFAULT_GROUP = "sim"
 DEFAULT_PREFIX = "sim"
 
+#: Set on the simulator's load threads: their requests are the device's live traffic, as
+#: opposed to the agent's own health-check runs of the bundle's test vectors.
+_live = threading.local()
+
 
 class SimulatedRuntime:
     """A :class:`~edgeops.agent.runtimes.ModelRuntime` that runs the real model, then
     sleeps ``delay_s`` and/or shifts every output by one (wrong answers the bundle's test
-    vectors catch)."""
+    vectors catch); with ``fail_live`` it raises :class:`~edgeops.errors.ModelError` on
+    live requests (the simulator's load) while the agent's own checks still pass."""
 
-    def __init__(self, runtime: ModelRuntime, *, corrupt: bool, delay_s: float) -> None:
+    def __init__(
+        self, runtime: ModelRuntime, *, corrupt: bool, delay_s: float, fail_live: bool = False
+    ) -> None:
         self._runtime = runtime
         self.corrupt = corrupt
         self.delay_s = delay_s
+        self.fail_live = fail_live
 
     @property
     def name(self) -> str:
@@ -84,6 +96,10 @@ class SimulatedRuntime:
         return self._runtime.outputs
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.fail_live and getattr(_live, "request", False):
+            from edgeops.errors import ModelError
+
+            raise ModelError("simulated fault: the model fails on live inputs")
         result = self._runtime.run(inputs)
         if self.delay_s > 0:
             time.sleep(self.delay_s)
@@ -102,6 +118,7 @@ class SimulatedDevice:
     device_id: str
     state_dir: Path
     faulty: bool = False
+    trial_faulty: bool = False
     slow: bool = False
     offline: bool = False
 
@@ -151,11 +168,13 @@ class Simulator:
         board: str | None = None,
         workdir: Path | None = None,
         fail_rate: float = 0.0,
+        trial_fail_rate: float = 0.0,
         slow_rate: float = 0.0,
         slow_delay_s: float = 0.02,
         base_delay_s: float = 0.005,
         offline: float = 0.0,
         faulty_devices: Collection[str] | None = None,
+        trial_faulty_devices: Collection[str] | None = None,
         slow_devices: Collection[str] | None = None,
         offline_devices: Collection[str] | None = None,
         faults_from_release: int | None = None,
@@ -199,11 +218,14 @@ class Simulator:
         faulty = _pick(ids, fail_rate, rng, faulty_devices)
         slow = _pick(ids, slow_rate, rng, slow_devices)
         down = _pick(ids, offline, rng, offline_devices)
+        # Drawn last, so that the other faults fall on the same devices as before it existed.
+        trial_faulty = _pick(ids, trial_fail_rate, rng, trial_faulty_devices)
         self.devices: dict[str, SimulatedDevice] = {
             d: SimulatedDevice(
                 device_id=d,
                 state_dir=self.workdir / d,
                 faulty=d in faulty,
+                trial_faulty=d in trial_faulty,
                 slow=d in slow,
                 offline=d in down,
             )
@@ -353,14 +375,21 @@ class Simulator:
             runtime = load_model(path, threads=1)
             hit = staged.release >= self._fault_floor.get(sim.device_id, 0)
             delay = self.base_delay_s + (self.slow_delay_s if hit and sim.slow else 0.0)
-            if delay <= 0 and not (hit and sim.faulty):
+            if delay <= 0 and not (hit and (sim.faulty or sim.trial_faulty)):
                 return runtime
-            return SimulatedRuntime(runtime, corrupt=hit and sim.faulty, delay_s=delay)
+            return SimulatedRuntime(
+                runtime,
+                corrupt=hit and sim.faulty,
+                delay_s=delay,
+                fail_live=hit and sim.trial_faulty,
+            )
 
         return load
 
     def _load_loop(self, agent: Agent) -> None:
         import numpy as np
+
+        _live.request = True
 
         inputs: dict[str, Any] | None = None
         cycle: list[dict[str, Any]] = []

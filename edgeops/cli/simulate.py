@@ -28,6 +28,14 @@ def simulate_command(
             "--fail-rate", help="Share (0-1) of devices whose new bundles fail health checks."
         ),
     ] = 0.0,
+    trial_fail_rate: Annotated[
+        float,
+        typer.Option(
+            "--trial-fail-rate",
+            help="Share (0-1) of devices whose new bundles pass the health check but fail "
+            "every live request (the trial rolls them back).",
+        ),
+    ] = 0.0,
     slow_model: Annotated[
         bool, typer.Option("--slow-model", help="New bundles serve slower on every device.")
     ] = False,
@@ -90,6 +98,7 @@ def simulate_command(
         "prefix": prefix,
         "board": board,
         "fail_rate": fail_rate,
+        "trial_fail_rate": trial_fail_rate,
         "slow_rate": 1.0 if slow_model else 0.0,
         "slow_delay_s": slow_ms / 1000.0,
         "offline": offline,
@@ -111,6 +120,7 @@ def simulate_command(
             duration=duration,
             child_args=[
                 *("--group", group, "--prefix", prefix, "--fail-rate", str(fail_rate)),
+                *("--trial-fail-rate", str(trial_fail_rate)),
                 *("--slow-ms", str(slow_ms), "--offline", str(offline), "--seed", str(seed)),
                 *("--telemetry-interval", str(telemetry_interval)),
                 *("--trial-window", str(trial_window)),
@@ -126,22 +136,8 @@ def simulate_command(
             ],
         )
         return
-    sim = Simulator(
-        fleet,
-        devices=devices,
-        first=first,
-        group=group,
-        prefix=prefix,
-        board=board,
-        fail_rate=fail_rate,
-        slow_rate=1.0 if slow_model else 0.0,
-        slow_delay_s=slow_ms / 1000.0,
-        offline=offline,
-        faults_from_release=faults_from_release,
-        telemetry_interval_s=telemetry_interval,
-        trial_window_s=trial_window,
-        seed=seed,
-    )
+    # The same options as the children get: one process or many simulate the same fleet.
+    sim = Simulator(fleet, devices=devices, first=first, **options)  # type: ignore[arg-type]
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -151,6 +147,7 @@ def simulate_command(
                 "running": len(sim.agents),
                 "offline": sorted(d for d, s in sim.devices.items() if s.offline),
                 "faulty": sorted(d for d, s in sim.devices.items() if s.faulty),
+                "trial_faulty": sorted(d for d, s in sim.devices.items() if s.trial_faulty),
                 "slow": sorted(d for d, s in sim.devices.items() if s.slow),
                 "group": group,
                 "start_s": round(sim.start_seconds, 2),

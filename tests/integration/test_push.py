@@ -223,6 +223,29 @@ def test_canary_failing_its_health_check_aborts_before_anyone_else_gets_the_bund
         sim.stop()
 
 
+def test_a_canary_failing_live_requests_in_its_trial_rolls_itself_back_and_aborts(rig):
+    # Release 2 passes the canary's health check (its test vectors) but fails every live
+    # request once it serves them: the agent's trial rolls it back on its own.
+    sim = rig.simulator(trial_faulty_devices=["sim-000"])
+    try:
+        rig.baseline(sim)
+        code, result = rig.push()
+        assert code == 1, result
+        assert result["status"] == "aborted"
+        assert "canary" in result["reason"]
+        assert [w["stage"] for w in result["waves"]] == ["failed", "not_started", "not_started"]
+        assert wait_for(lambda: sim.running_bundle("sim-000") == rig.v1)
+        record = sim.agents["sim-000"].state.records["device"]
+        assert record.outcome.value == "failed"
+        # The trial counted the live requests that failed; the health check had passed.
+        assert "error rate" in record.reason, record
+        for device_id in IDS[1:]:
+            assert last_directive_bundle(sim, device_id) == rig.v1, device_id
+            assert sim.running_bundle(device_id) == rig.v1
+    finally:
+        sim.stop()
+
+
 def test_a_wave_whose_p95_regresses_is_rolled_back_everywhere(rig):
     # Wave 1's devices serve release 2 100 ms slower; the canary is fine.
     sim = rig.simulator(slow_devices=["sim-001", "sim-002"])
