@@ -17,7 +17,6 @@
     [agent]
     state_dir = "."             # slots, state.json, root.json, telemetry queue
     telemetry_interval_s = 30
-    xnnpack = false             # optional: overrides the board profile's (less memory, slower)
 
     [api]
     enabled = true
@@ -60,7 +59,7 @@ CRASH_ENV = "EDGEOPS_TEST_CRASH_AT"
 _SECTIONS: dict[str, frozenset[str]] = {
     "device": frozenset({"id", "fleet", "groups", "board"}),
     "broker": frozenset({"url", "ca", "cert", "key", "keepalive"}),
-    "agent": frozenset({"state_dir", "telemetry_interval_s", "model_name", "runtime", "xnnpack"}),
+    "agent": frozenset({"state_dir", "telemetry_interval_s", "model_name", "runtime"}),
     "api": frozenset({"enabled", "host", "port", "unix_socket"}),
     "update": frozenset(
         {
@@ -118,8 +117,6 @@ class AgentConfig:
     telemetry_interval_s: float = 30.0
     model_name: str | None = None
     runtime: str = "auto"
-    #: XNNPACK for TFLite models; ``None``: as the board profile says (decision 0007)
-    xnnpack: bool | None = None
     api_enabled: bool = True
     api_host: str = "127.0.0.1"
     api_port: int = DEFAULT_API_PORT
@@ -158,8 +155,6 @@ class AgentConfig:
                 raise ConfigError(f"{name}: expected a positive number of seconds, got {value}")
         if self.max_attempts < 1:
             raise ConfigError(f"update.max_attempts: expected >= 1, got {self.max_attempts}")
-        if self.xnnpack is not None and not isinstance(self.xnnpack, bool):
-            raise ConfigError(f"agent.xnnpack: expected true or false, got {self.xnnpack!r}")
         if not 0 <= self.api_port < 65536:
             raise ConfigError(f"api.port: expected 0-65535, got {self.api_port}")
         if self.crash_at is not None:
@@ -271,7 +266,6 @@ class AgentConfig:
                 telemetry_interval_s=float(get("agent", "telemetry_interval_s", 30.0)),
                 model_name=get("agent", "model_name"),
                 runtime=str(get("agent", "runtime", "auto")),
-                xnnpack=get("agent", "xnnpack"),
                 api_enabled=bool(get("api", "enabled", True)),
                 api_host=str(get("api", "host", "127.0.0.1")),
                 api_port=int(get("api", "port", DEFAULT_API_PORT)),

@@ -908,13 +908,8 @@ class Agent:
 
         options = self.board.load_options(path)
         runtime = options.runtime if self.config.runtime == "auto" else self.config.runtime
-        xnnpack = options.xnnpack if self.config.xnnpack is None else self.config.xnnpack
         return load_model(
-            path,
-            runtime=runtime,
-            threads=options.threads,
-            delegates=options.delegates,
-            xnnpack=xnnpack,
+            path, runtime=runtime, threads=options.threads, delegates=options.delegates
         )
 
     # -- health check
@@ -1199,13 +1194,11 @@ def release_free_memory() -> None:
     where the C library has no ``malloc_trim`` (musl, macOS).
     """
     import ctypes
-    import ctypes.util
 
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
     try:
-        trim = ctypes.CDLL(name).malloc_trim
+        # The symbols this process already has (libc's included): ctypes.util.find_library
+        # would run `ldconfig -p` in a child process and leave subprocess imported for good.
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return
     trim(0)
@@ -1276,6 +1269,23 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     return bool(mallopt(_M_ARENA_MAX, arenas))
 
 
+#: Thread-count variables OpenBLAS reads when numpy loads it (the first wins).
+_BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def limit_blas_threads() -> bool:
+    """Ask numpy's OpenBLAS for one thread; ``True`` if ``OPENBLAS_NUM_THREADS`` was set.
+
+    OpenBLAS starts a thread per core when numpy is imported (LiteRT imports numpy), and the
+    agent does no linear algebra. Only an agent that has not imported numpy yet is affected;
+    a thread count already in the environment wins.
+    """
+    if any(name in os.environ for name in _BLAS_THREAD_VARIABLES):
+        return False
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    return True
+
+
 def run(
     *,
     config_path: Path | None = None,
@@ -1286,6 +1296,7 @@ def run(
     """Run one agent in this process until SIGTERM or SIGINT; returns the exit code."""
     # Before the agent's threads exist, so that none of them gets an arena of its own.
     limit_malloc_arenas()
+    limit_blas_threads()  # before a model load imports numpy
     if bootstrap is not None:
         from edgeops.agent.enroll import install_bootstrap
 

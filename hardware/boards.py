@@ -1,9 +1,7 @@
 """Board profiles (data in ``boards.json``) and detection of the board the agent runs on.
 
 A profile says what a board is (architectures, cores, RAM, thermal sensor) and how to run
-models on it (preferred runtime, delegates, threads, recommended quantization, and whether
-TFLite models get XNNPACK: ``"xnnpack": false`` trades inference speed for memory on boards
-short of it, decision 0007; optional, ``true`` when absent).
+models on it (preferred runtime, delegates, threads, recommended quantization).
 :func:`detect_board` reads ``/proc/device-tree/model`` (Raspberry Pi, Jetson),
 ``/etc/nv_tegra_release`` (Jetson, even without a device tree) and ``platform.machine()``,
 under a ``root`` folder so tests can use a fake one.
@@ -34,7 +32,6 @@ class LoadOptions:
     runtime: str
     threads: int
     delegates: tuple[str, ...]
-    xnnpack: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,7 +51,6 @@ class BoardProfile:
     agent_memory_max_mb: int
     model_match: tuple[str, ...] = ()
     tegra_release: tuple[str, ...] = ()
-    xnnpack: bool = True
 
     def __post_init__(self) -> None:
         if self.runtime not in _RUNTIMES:
@@ -63,8 +59,6 @@ class BoardProfile:
             raise ConfigError(f"board {self.name}: expected a quantization in {_QUANTIZATIONS}")
         if not self.architectures:
             raise ConfigError(f"board {self.name}: no architecture")
-        if not isinstance(self.xnnpack, bool):
-            raise ConfigError(f"board {self.name}: expected xnnpack true or false")
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> BoardProfile:
@@ -84,7 +78,6 @@ class BoardProfile:
                 agent_memory_max_mb=value["agent_memory_max_mb"],
                 model_match=tuple(value.get("model_match", ())),
                 tegra_release=tuple(value.get("tegra_release", ())),
-                xnnpack=value.get("xnnpack", True),
             )
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"malformed board profile {value.get('name')!r}: {exc}") from exc
@@ -105,7 +98,6 @@ class BoardProfile:
             "agent_memory_max_mb": self.agent_memory_max_mb,
             "model_match": list(self.model_match),
             "tegra_release": list(self.tegra_release),
-            "xnnpack": self.xnnpack,
         }
 
     def thread_count(self) -> int:
@@ -118,8 +110,7 @@ class BoardProfile:
         The profile's runtime and delegates apply to the model format they belong to; a
         ``.onnx`` bundle on a TFLite board runs on onnxruntime's CPU provider, a ``.tflite``
         bundle on a Jetson on LiteRT. On 32-bit Arm, ``ai_edge_litert`` (no armv7l
-        wheels) becomes ``tflite_runtime``. ``xnnpack`` is the profile's (onnxruntime ignores
-        it).
+        wheels) becomes ``tflite_runtime``.
         """
         arch = normalize_machine(machine or platform.machine())
         onnx = model_path.suffix.lower() == ".onnx"
@@ -131,12 +122,7 @@ class BoardProfile:
             delegates = self.delegates if self.runtime != "onnxruntime" else ()
             if arch == "armv7l" and runtime == "ai_edge_litert":
                 runtime = "tflite_runtime"
-        return LoadOptions(
-            runtime=runtime,
-            threads=self.thread_count(),
-            delegates=delegates,
-            xnnpack=self.xnnpack,
-        )
+        return LoadOptions(runtime=runtime, threads=self.thread_count(), delegates=delegates)
 
 
 def normalize_machine(machine: str) -> str:

@@ -99,15 +99,12 @@ def load_model(
     runtime: str = "auto",
     threads: int = 1,
     delegates: Sequence[str] = (),
-    xnnpack: bool = True,
 ) -> ModelRuntime:
     """Load ``path`` on ``runtime`` (see the module docstring for ``"auto"``).
 
     ``threads`` is the interpreter's thread count (from the board profile); ``delegates``
     are TFLite delegate libraries (``"libedgetpu.so.1"``) or onnxruntime execution
-    providers; ``xnnpack=False`` keeps a TFLite interpreter on its built-in kernels (less
-    memory, much slower; ignored by onnxruntime). Raises :class:`ModelError` when the file
-    cannot be read or loaded.
+    providers. Raises :class:`ModelError` when the file cannot be read or loaded.
     """
     path = Path(path)
     if threads < 1:
@@ -121,9 +118,7 @@ def load_model(
         return OnnxRuntime(path, threads=threads, delegates=delegates)
     from edgeops.agent.runtimes.tflite import TFLiteRuntime
 
-    return TFLiteRuntime(
-        path, runtime=chosen, threads=threads, delegates=delegates, xnnpack=xnnpack
-    )
+    return TFLiteRuntime(path, runtime=chosen, threads=threads, delegates=delegates)
 
 
 __all__ = [

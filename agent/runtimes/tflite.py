@@ -4,12 +4,10 @@ Both packages expose the same ``Interpreter`` class; only the import differs. Th
 interpreter is not thread-safe (its tensors are shared state between ``set_tensor``,
 ``invoke`` and ``get_tensor``), so each runtime serializes ``run`` with its own lock.
 
-By default the interpreter applies XNNPACK to the operators it supports; ``xnnpack=False``
-(a board profile's or the agent config's choice, for boards short on memory) runs LiteRT's
-built-in kernels only: several MB less RSS, inference several times slower (decision 0007
-has the figures). With XNNPACK and no other delegate the weights are packed into the
-delegate's memory, so the model file's pages are handed back to the kernel
-(:func:`~edgeops.agent.runtimes.pages.page_out_file`).
+The interpreter applies XNNPACK, LiteRT's default delegate, to the operators it supports and
+packs their weights into the delegate's own memory; without another delegate, the model
+file's pages are then handed back to the kernel
+(:func:`~edgeops.agent.runtimes.pages.page_out_file`, decision 0007).
 """
 
 from __future__ import annotations
@@ -71,7 +69,6 @@ class TFLiteRuntime:
         runtime: str = "ai_edge_litert",
         threads: int = 1,
         delegates: Sequence[str] = (),
-        xnnpack: bool = True,
     ) -> None:
         if runtime not in TFLITE_MODULES:
             raise ValueError(f"expected a runtime in {sorted(TFLITE_MODULES)}, got {runtime!r}")
@@ -86,18 +83,12 @@ class TFLiteRuntime:
         self._lock = threading.Lock()
         for library in delegates:
             _check_loadable(library, path)
-        extra: dict[str, Any] = {}
-        if not xnnpack:
-            extra["experimental_op_resolver_type"] = (
-                module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-            )
         try:
             loaded = [module.load_delegate(library) for library in delegates]
             interpreter = module.Interpreter(
                 model_path=str(path),
                 num_threads=threads,
                 experimental_delegates=loaded or None,
-                **extra,
             )
             interpreter.allocate_tensors()
             input_details = interpreter.get_input_details()
@@ -110,7 +101,7 @@ class TFLiteRuntime:
         self._inputs = tuple(_spec_from_details(d) for d in input_details)
         self._outputs = tuple(_spec_from_details(d) for d in output_details)
         self._current_shapes = {str(d["name"]): tuple(d["shape"]) for d in input_details}
-        if xnnpack and not delegates:
+        if not delegates:
             # XNNPACK packed the weights in allocate_tensors; the file's pages are a second,
             # mostly unread copy. Other delegates may read the file later, so they keep it.
             page_out_file(path)

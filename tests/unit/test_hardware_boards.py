@@ -128,17 +128,3 @@ def test_bad_profile_values_are_refused() -> None:
         BoardProfile.from_json({**entry, "runtime": "tensorflow"})
     with pytest.raises(ConfigError, match="malformed board profile"):
         BoardProfile.from_json({k: v for k, v in entry.items() if k != "cores"})
-
-
-def test_xnnpack_is_on_unless_a_profile_turns_it_off() -> None:
-    assert all(profile.xnnpack for profile in load_profiles().values())
-    entry = get_profile("raspberrypi3").to_json()
-    del entry["xnnpack"]
-    assert BoardProfile.from_json(entry).xnnpack is True
-    lean = BoardProfile.from_json({**entry, "xnnpack": False})
-    assert lean.to_json()["xnnpack"] is False
-    assert BoardProfile.from_json(lean.to_json()) == lean
-    assert lean.load_options(Path("m.tflite"), machine="aarch64").xnnpack is False
-    assert get_profile("raspberrypi3").load_options(Path("m.tflite")).xnnpack is True
-    with pytest.raises(ConfigError, match="expected xnnpack true or false"):
-        BoardProfile.from_json({**entry, "xnnpack": "no"})

@@ -69,7 +69,7 @@ def test_page_out_finds_only_read_only_mappings_and_keeps_the_data(tmp_path: Pat
             assert mapped_rss_kb(path) < before
         # Reclaim never loses data: the pages come back from the file.
         assert view[:] == data
-    with path.open("r+b") as handle, mmap.mmap(handle.fileno(), 0) as writable:
+    with path.open("r+b") as update, mmap.mmap(update.fileno(), 0) as writable:
         assert mappings_of(path, Path("/proc/self/maps").read_text()) == []
         writable[0] = 7  # a writable mapping is someone else's; page_out_file leaves it
         assert page_out_file(path) == 0
