@@ -6,20 +6,29 @@ inference API up, after it installed and committed a signed bundle through the n
 path; then it is left idle and measured from ``/proc/<pid>``: RSS (VmRSS, and VmHWM, the
 peak) and CPU time over ``--idle-s`` seconds (100 % = one core).
 
-The model is YOLOv8n int8 converted by ``edgeops.converters`` (cached in the edgeops cache),
-or ``--model FILE.tflite``; ``--tiny`` uses a one-op model to show the agent's own share.
+The model is YOLOv8n int8 converted by ``edgeops.converters``, or ``--model FILE.tflite``;
+``--tiny`` uses a one-op model to show the agent's own share. The converted model is cached
+in the edgeops cache under a name keyed on what produced it (the converter's source, the
+edgeops version, the options and the ONNX file; :func:`converter_fingerprint`), so a changed
+converter is never measured through a stale file.
 
 Targets (issue 4): RSS ≤ 64 MB with YOLOv8n int8 loaded; idle CPU ≤ 1 %.
 
 ``--mappings N`` adds the N largest contributors to RSS from ``/proc/<pid>/smaps``, grouped
 by file (anonymous memory, mostly the Python and native heaps, as ``[anon]``).
+``--requests N`` sends N inference requests (random input, binary tensors) to the agent's API
+after the install and before the idle period, and reports their client-side latency: the
+memory of an agent that has served, not only of one that has loaded its model.
 
     python benchmarks/agent_rss.py [--idle-s 10] [--model FILE | --tiny] [--mappings 12]
+                                   [--requests 50]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib.util
 import json
 import os
 import signal
@@ -41,17 +50,41 @@ DEVICE = "bench-rss"
 YOLO_SHAPE = (1, 3, 320, 320)
 
 
-def yolov8n_int8() -> Path:
-    """YOLOv8n converted to full int8 by our converter, cached across runs."""
-    from edgeops import assets
+def converter_fingerprint(
+    options: object, source: Path, *, converter_dir: Path | None = None
+) -> str:
+    """SHA-256 over what a converted model depends on: the edgeops version, every ``.py``
+    file of the converter package (path and bytes), ``repr(options)`` and the source model."""
+    from edgeops import __version__
 
-    cached = assets.cache_dir() / "benchmarks" / "yolov8n_int8.tflite"
-    if cached.exists():
-        return cached
+    if converter_dir is None:
+        spec = importlib.util.find_spec("edgeops.converters")
+        if spec is None or not spec.submodule_search_locations:
+            raise SystemExit("edgeops.converters is not installed")
+        converter_dir = Path(next(iter(spec.submodule_search_locations)))
+    digest = hashlib.sha256()
+    for part in (b"edgeops", __version__.encode(), repr(options).encode()):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    for file in sorted(converter_dir.rglob("*.py")):
+        for part in (file.relative_to(converter_dir).as_posix().encode(), file.read_bytes()):
+            digest.update(len(part).to_bytes(8, "big") + part)
+    digest.update(hashlib.sha256(source.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def cached_model_path(folder: Path, stem: str, fingerprint: str) -> Path:
+    """Where the model of ``fingerprint`` is cached: ``<stem>-<first 16 hex digits>.tflite``."""
+    return folder / f"{stem}-{fingerprint[:16]}.tflite"
+
+
+def yolov8n_int8() -> Path:
+    """YOLOv8n converted to full int8 by our converter, cached across runs while the
+    converter, the options and the source stay the same; older conversions are removed."""
+    from edgeops import assets
     from edgeops.converters.pipeline import ConvertOptions, convert
 
     photos = assets.photos()
-    cached.parent.mkdir(parents=True, exist_ok=True)
+    source = assets.yolov8n_onnx()
     options = ConvertOptions(
         quantize="int8",
         input_shapes={"images": YOLO_SHAPE},
@@ -59,7 +92,14 @@ def yolov8n_int8() -> Path:
         preset="yolov8",
         calibration_count=16,
     )
-    convert(assets.yolov8n_onnx(), cached, options)
+    folder = assets.cache_dir() / "benchmarks"
+    cached = cached_model_path(folder, "yolov8n_int8", converter_fingerprint(options, source))
+    if cached.exists():
+        return cached
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("yolov8n_int8*.tflite"):
+        stale.unlink()
+    convert(source, cached, options)
     return cached
 
 
@@ -69,6 +109,55 @@ def tiny_model(folder: Path) -> Path:
     path = folder / "add.tflite"
     path.write_bytes(tflite_add_model())
     return path
+
+
+def api_url(log: Path, timeout: float = 30.0) -> str:
+    """The ``http://host:port`` the agent logged when its inference API started."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in log.read_text(errors="replace").splitlines():
+            if "inference API listening on http://" in line:
+                return line.rsplit(" ", 1)[1]
+        time.sleep(0.1)
+    raise SystemExit(f"the agent did not log its API address; log:\n{log.read_text()}")
+
+
+def serve_requests(url: str, model: Path, count: int) -> list[float]:
+    """Send ``count`` inference requests for the bundle's model; their latencies in ms."""
+    import http.client
+    import urllib.parse
+
+    import numpy as np
+
+    from edgeops.agent.runtimes import load_model
+    from edgeops.agent.serving import HEADER_LENGTH, decode_response, encode_request
+
+    rng = np.random.default_rng(0)
+    inputs = {}
+    for spec in load_model(model).inputs:
+        shape = tuple(1 if dim == -1 else dim for dim in spec.shape)
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind in "ui":
+            info = np.iinfo(dtype)
+            inputs[spec.name] = rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
+        else:
+            inputs[spec.name] = rng.random(shape).astype(dtype)
+    address = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(address.hostname or "", address.port, timeout=60)
+    latencies: list[float] = []
+    for _ in range(count):
+        start = time.perf_counter()
+        body, headers = encode_request(inputs)
+        conn.request("POST", "/v2/models/model/infer", body=body, headers=headers)
+        response = conn.getresponse()
+        payload = response.read()
+        if response.status != 200:
+            raise SystemExit(f"inference failed ({response.status}): {payload[:300]!r}")
+        length = response.getheader(HEADER_LENGTH)
+        decode_response(payload, int(length) if length else None)
+        latencies.append((time.perf_counter() - start) * 1000.0)
+    conn.close()
+    return latencies
 
 
 def proc_status(pid: int) -> dict[str, int]:
@@ -122,6 +211,7 @@ def main() -> None:
     choice.add_argument("--model", type=Path)
     choice.add_argument("--tiny", action="store_true")
     parser.add_argument("--mappings", type=int, default=0, metavar="N")
+    parser.add_argument("--requests", type=int, default=0, metavar="N")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="edgeops-bench-rss-"))
@@ -210,6 +300,11 @@ def main() -> None:
                     )
                 time.sleep(0.1)
             manager.close()
+            latencies = (
+                serve_requests(api_url(work / "agent.log"), model, args.requests)
+                if args.requests
+                else []
+            )
             time.sleep(2.0)  # let start-up work (loading, first sample) settle
             cpu_start, wall_start = cpu_seconds(agent.pid), time.monotonic()
             time.sleep(args.idle_s)
@@ -242,6 +337,15 @@ def main() -> None:
                 "benchmark": "agent_rss",
                 "model": label,
                 "model_bytes": model.stat().st_size,
+                "requests": args.requests,
+                **(
+                    {
+                        "request_p50_ms": round(sorted(latencies)[len(latencies) // 2], 2),
+                        "first_request_ms": round(latencies[0], 2),
+                    }
+                    if latencies
+                    else {}
+                ),
                 "rss_mb": round(rss_mb, 1),
                 "peak_rss_mb": round(memory["VmHWM"] / 2**20, 1),
                 "idle_cpu_percent": round(cpu_percent, 3),
