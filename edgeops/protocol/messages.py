@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self, TypeVar
 
 from edgeops.errors import ProtocolError
-from edgeops.protocol.topics import MAX_CHUNKS, validate_digest
+from edgeops.protocol.topics import DIGEST_PATTERN, MAX_CHUNKS
 
 SCHEMA_VERSION = 1
 
@@ -92,17 +92,32 @@ def _fail(name: str, expected: str, value: object) -> ProtocolError:
     return ProtocolError(f"field {name!r}: expected {expected}, got {text}")
 
 
+# The exact-type tests first in _int and _float are the fast path for what JSON decodes to;
+# subclasses (an IntEnum, a numpy float) take the slower isinstance route. bool is an int
+# subclass and never a number here.
+
+
 def _int(name: str, value: object, *, low: int = 0, high: int = MAX_SEQ) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise _fail(name, f"an integer in [{low}, {high}]", value)
+    if not low <= value <= high:
         raise _fail(name, f"an integer in [{low}, {high}]", value)
     return value
 
 
 def _float(name: str, value: object, *, low: float = -math.inf, high: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if type(value) is float:
+        number = value
+    elif isinstance(value, bool) or not isinstance(value, int | float):
         raise _fail(name, "a number", value)
-    number = float(value)
-    if not math.isfinite(number) or not low <= number <= high:
+    else:
+        try:
+            number = float(value)
+        except OverflowError:
+            # A JSON integer of a few hundred digits: a valid int, beyond any float.
+            raise _fail(name, f"a finite number in [{low}, {high}]", value) from None
+    # NaN fails the range test; infinities need isfinite.
+    if not low <= number <= high or not math.isfinite(number):
         raise _fail(name, f"a finite number in [{low}, {high}]", value)
     return number
 
@@ -132,12 +147,9 @@ def _opt(check: Any, name: str, value: object) -> Any:
 
 
 def _digest(name: str, value: object) -> str:
-    if not isinstance(value, str):
+    if not isinstance(value, str) or DIGEST_PATTERN.fullmatch(value) is None:
         raise _fail(name, "a SHA-256 hex digest", value)
-    try:
-        return validate_digest(value)
-    except ProtocolError as exc:
-        raise _fail(name, "a SHA-256 hex digest", value) from exc
+    return value
 
 
 def _scalar_map(name: str, value: object, *, limit: int, numbers_only: bool) -> dict[str, Any]:
@@ -171,12 +183,18 @@ def _reject_constant(token: str) -> Any:
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     # Two readers could otherwise keep different copies of a repeated key.
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ProtocolError(f"duplicate JSON key {key!r}")
-        result[key] = value
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ProtocolError(f"duplicate JSON key {key!r}")
+            seen.add(key)
     return result
+
+
+# One decoder for every message: json.loads with hooks would build a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
 
 
 def decode_object(data: bytes, *, what: str, cap: int) -> dict[str, Any]:
@@ -186,8 +204,7 @@ def decode_object(data: bytes, *, what: str, cap: int) -> dict[str, Any]:
     if len(data) > cap:
         raise ProtocolError(f"expected a {what} of at most {cap} bytes, got {len(data)}")
     try:
-        text = bytes(data).decode("utf-8")
-        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+        value = _DECODER.decode(str(data, "utf-8"))
     except ProtocolError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -424,27 +441,10 @@ class TelemetrySample:
     drift: float | None = None
     outputs: Mapping[str, float] = field(default_factory=dict)
 
-    _FLOATS: ClassVar[tuple[str, ...]] = ("cpu_percent", "rss_mb", "disk_free_mb")
-    _OPT_FLOATS: ClassVar[tuple[str, ...]] = (
-        "latency_p50_ms",
-        "latency_p95_ms",
-        "latency_p99_ms",
-        "drift",
-    )
-
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ts", _float("ts", self.ts, low=0.0))
-        object.__setattr__(self, "window_s", _float("window_s", self.window_s, low=0.0))
-        _int("requests", self.requests)
-        _int("errors", self.errors)
-        for name in self._FLOATS:
-            object.__setattr__(self, name, _float(name, getattr(self, name), low=0.0))
-        for name in self._OPT_FLOATS:
-            object.__setattr__(self, name, _opt_float(name, getattr(self, name), low=0.0))
-        object.__setattr__(self, "temperature_c", _opt_float("temperature_c", self.temperature_c))
-        _opt(_digest, "bundle_digest", self.bundle_digest)
-        outputs = _scalar_map("outputs", self.outputs, limit=OUTPUTS_MAX, numbers_only=True)
-        object.__setattr__(self, "outputs", outputs)
+        # The checks of a sample read from the wire (from_obj), so the two cannot drift apart.
+        for name, value in _sample_fields(self.__dict__).items():
+            object.__setattr__(self, name, value)
 
     def to_obj(self) -> dict[str, Any]:
         return {
@@ -468,21 +468,33 @@ class TelemetrySample:
     def from_obj(cls, value: object) -> TelemetrySample:
         if not isinstance(value, Mapping):
             raise _fail("samples[]", "an object", value)
-        optional = {
-            name: _field(value, name, None)
-            for name in (*cls._OPT_FLOATS, "temperature_c", "bundle_digest")
-        }
-        return cls(
-            ts=_field(value, "ts"),
-            window_s=_field(value, "window_s"),
-            requests=_field(value, "requests", 0),
-            errors=_field(value, "errors", 0),
-            cpu_percent=_field(value, "cpu_percent", 0.0),
-            rss_mb=_field(value, "rss_mb", 0.0),
-            disk_free_mb=_field(value, "disk_free_mb", 0.0),
-            outputs=_field(value, "outputs", {}),
-            **optional,
-        )
+        # The checks of __post_init__, run once: through __init__ they would run twice, and
+        # the fleet manager reads tens of thousands of samples a second.
+        sample = object.__new__(cls)
+        sample.__dict__.update(_sample_fields(value))
+        return sample
+
+
+def _sample_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Every field of a :class:`TelemetrySample` from ``obj``, checked and normalised (numbers
+    as floats); absent optional fields take the class defaults."""
+    get = obj.get
+    return {
+        "ts": _float("ts", _field(obj, "ts"), low=0.0),
+        "window_s": _float("window_s", _field(obj, "window_s"), low=0.0),
+        "requests": _int("requests", get("requests", 0)),
+        "errors": _int("errors", get("errors", 0)),
+        "latency_p50_ms": _opt_float("latency_p50_ms", get("latency_p50_ms"), low=0.0),
+        "latency_p95_ms": _opt_float("latency_p95_ms", get("latency_p95_ms"), low=0.0),
+        "latency_p99_ms": _opt_float("latency_p99_ms", get("latency_p99_ms"), low=0.0),
+        "cpu_percent": _float("cpu_percent", get("cpu_percent", 0.0), low=0.0),
+        "rss_mb": _float("rss_mb", get("rss_mb", 0.0), low=0.0),
+        "temperature_c": _opt_float("temperature_c", get("temperature_c")),
+        "disk_free_mb": _float("disk_free_mb", get("disk_free_mb", 0.0), low=0.0),
+        "bundle_digest": _opt(_digest, "bundle_digest", get("bundle_digest")),
+        "drift": _opt_float("drift", get("drift"), low=0.0),
+        "outputs": _scalar_map("outputs", get("outputs", {}), limit=OUTPUTS_MAX, numbers_only=True),
+    }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -525,7 +537,7 @@ class TelemetryMessage(_Message):
         return cls(
             seq=_field(obj, "seq"),
             dropped=_field(obj, "dropped", 0),
-            samples=tuple(TelemetrySample.from_obj(sample) for sample in samples),
+            samples=tuple([TelemetrySample.from_obj(sample) for sample in samples]),
         )
 
 

@@ -238,3 +238,55 @@ def test_directive_payload_is_opaque_but_bounded():
         check_directive_payload(b"x" * (DIRECTIVE_MAX_BYTES + 1))
     with pytest.raises(ProtocolError, match="empty payload"):
         check_directive_payload(b"")
+
+
+def _telemetry(**sample_changes):
+    sample = {"ts": 1.5, "window_s": 10.0}
+    sample.update(sample_changes)
+    return json.dumps({"v": 1, "seq": 1, "samples": [sample]}).encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        # A JSON integer beyond float range once escaped as OverflowError.
+        (_telemetry(ts=10**400), "field 'ts': expected a finite number"),
+        (_telemetry(outputs={"score": -(10**400)}), "field 'outputs.score'"),
+        (_telemetry(cpu_percent=True), "field 'cpu_percent': expected a number"),
+        (_telemetry(requests=1.0), "field 'requests'"),
+        (_telemetry(drift=-0.1), "field 'drift'"),
+        (b'{"v":1,"seq":1,"samples":[{"ts":1,"ts":2,"window_s":1}]}', "duplicate JSON key 'ts'"),
+        (b'{"v":1,"seq":1,"samples":[{"window_s":1}]}', "missing field 'ts'"),
+    ],
+)
+def test_malformed_telemetry_says_what_was_wrong(data, message):
+    with pytest.raises(ProtocolError, match=message):
+        TelemetryMessage.from_bytes(data)
+
+
+@given(samples)
+def test_a_sample_read_from_the_wire_equals_the_one_built_in_code(sample):
+    obj = sample.to_obj()
+    read = TelemetrySample.from_obj(obj)
+    assert read == sample
+    assert read == TelemetrySample(**obj)
+    assert type(read.outputs) is dict
+
+
+def test_absent_sample_fields_take_the_class_defaults():
+    assert TelemetrySample.from_obj({"ts": 1, "window_s": 2}) == TelemetrySample(ts=1, window_s=2)
+
+
+def test_number_subclasses_are_accepted_as_plain_numbers():
+    class Celsius(float):
+        pass
+
+    class Count(int):
+        pass
+
+    sample = TelemetrySample(ts=Count(3), window_s=Celsius(2.5), requests=Count(4))
+    assert (type(sample.ts), sample.ts) == (float, 3.0)
+    assert (type(sample.window_s), sample.window_s) == (float, 2.5)
+    assert sample.requests == 4
+    with pytest.raises(ProtocolError, match="field 'requests'"):
+        TelemetrySample(ts=1.0, window_s=1.0, requests=True)
