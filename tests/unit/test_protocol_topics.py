@@ -22,6 +22,7 @@ from edgeops.protocol import (
     parse_topic,
     shared_filter,
     state_topic,
+    strip_share,
     telemetry_topic,
     topic_matches,
     validate_filter,
@@ -204,3 +205,34 @@ def test_topic_matches_agrees_with_paho(topic, pattern):
     from paho.mqtt.client import topic_matches_sub
 
     assert topic_matches(pattern, topic) is topic_matches_sub(pattern, topic)
+
+
+def _reference_matches(topic_filter: str, topic: str) -> bool:
+    """topic_matches as it was written before filters were compiled: level by level."""
+    pattern = strip_share(topic_filter).split("/")
+    levels = topic.split("/")
+    if topic.startswith("$") and pattern[0] in ("+", "#"):
+        return False
+    for position, part in enumerate(pattern):
+        if part == "#":
+            return True
+        if position >= len(levels):
+            return False
+        if part != "+" and part != levels[position]:
+            return False
+    return len(pattern) == len(levels)
+
+
+odd_levels = levels | st.sampled_from(["a.b", "(x)", "a*", "\\n", "\n", "+x", "$share"])
+
+
+@given(
+    topic=st.lists(odd_levels, min_size=1, max_size=5).map("/".join),
+    pattern=st.tuples(
+        st.sampled_from(["", "$share/g/"]),
+        st.lists(odd_levels | st.just("+"), min_size=0, max_size=5),
+        st.booleans(),
+    ).map(lambda parts: parts[0] + "/".join(parts[1] + (["#"] if parts[2] else []))),
+)
+def test_compiled_filters_match_like_the_level_by_level_rules(topic, pattern):
+    assert topic_matches(pattern, topic) is _reference_matches(pattern, topic)
