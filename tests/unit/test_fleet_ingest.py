@@ -167,6 +167,29 @@ def test_malformed_foreign_and_unknown_messages_are_counted_not_raised(store):
     assert "unknown edgeops topic" in ingest.stats.last_error
 
 
+def test_repeated_topics_are_judged_the_same_every_time(store):
+    # Parsed topics are kept for reuse; a bad topic must stay bad and a foreign one foreign.
+    ingest = Ingestor(store, fleet=FLEET)
+    for seq in (1, 2):
+        assert not ingest.submit("edgeops/v1/demo/dev/d1/unknown", telemetry(seq))
+        assert not ingest.submit(telemetry_topic("other", "d1"), telemetry(seq))
+        assert not ingest.submit(telemetry_topic(FLEET, "d1"), b"{not json")
+        assert ingest.submit(telemetry_topic(FLEET, "d1"), telemetry(seq))
+    ingest.flush()
+    assert (ingest.stats.malformed, ingest.stats.ignored, ingest.stats.written) == (4, 2, 2)
+
+
+def test_the_parsed_topic_cache_is_bounded(store, monkeypatch):
+    monkeypatch.setattr("edgeops.fleet.ingest._TOPIC_CACHE_SIZE", 2)
+    ingest = Ingestor(store, fleet=FLEET)
+    topics = [telemetry_topic(FLEET, d) for d in ("d1", "d2", "d3", "d4")]
+    for seq, topic in enumerate(topics * 2, start=1):
+        assert ingest.submit(topic, telemetry(seq))
+        assert len(ingest._topics) <= 2
+    ingest.flush()
+    assert [r.seq for r in store.telemetry_for("d2")] == [6, 2]
+
+
 class FailingStore:
     def __init__(self, inner: SqliteStore) -> None:
         self.inner = inner
