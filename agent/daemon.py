@@ -819,8 +819,10 @@ class Agent:
             try:
                 fetcher.wait(self.config.download_timeout_s)
                 try:
+                    # Flushed so that a full disk shows here, but not synced: the download
+                    # is read back by this process only, and a restart mid-update discards
+                    # it (the staged files are synced instead).
                     sink.flush()
-                    os.fsync(sink.fileno())
                 except OSError as exc:
                     raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
                 self._fetched_digest = action.digest
