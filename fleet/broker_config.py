@@ -25,8 +25,12 @@ Why the client id is the CN: Mosquitto disconnects an existing session when anot
 connects with the same client id. Without ``use_username_as_clientid`` any device could
 knock any other offline by reusing its id; with it, the broker ignores the id a client sends
 and uses its certificate's CN, so only the holder of a device's key can take its session.
-The cost: two processes must not share a certificate (each fleet-manager process gets its
-own CN, listed in ``managers``).
+The cost: two processes must not share a certificate. ``edgeops fleet init`` therefore issues
+one for ``fleet serve`` (``edgeops-fleet-manager``) and a small pool for the CLI
+(``edgeops-fleet-cli-1..4``) that processes take with a lock file
+(:mod:`edgeops.fleet.identity`); all of them, plus the extra names in ``[broker] managers``
+(a second ``fleet serve``, a bridge), get the fleet's topics in the ACL. Mosquitto's
+``user`` lines match the CONNECT username, which here is the CN.
 
 Mosquitto reads the ACL and the CRL at start and again on ``SIGHUP``
 (``kill -HUP $(cat DIR/broker/mosquitto.pid)``): enrolling or revoking a device rewrites the
@@ -48,13 +52,13 @@ from pathlib import Path
 from typing import Any
 
 from edgeops.errors import ConfigError, StorageError
-from edgeops.fleet.fleetdir import MANAGER_COMMON_NAME
+from edgeops.fleet.fleetdir import BUILTIN_MANAGERS, is_reserved_identity
 from edgeops.fsutil import atomic_write_bytes
 from edgeops.trust.keys import env_passphrase
 
 DEFAULT_PORT = 8883
-# The CN ``edgeops fleet init`` gives the fleet manager's certificate.
-DEFAULT_MANAGERS = (MANAGER_COMMON_NAME,)
+# The CNs of the fleet-manager certificates ``edgeops fleet init`` issues.
+DEFAULT_MANAGERS = BUILTIN_MANAGERS
 CRL_VALIDITY_DAYS = 365
 TOPIC_ROOT = "edgeops/v1"
 
@@ -312,7 +316,8 @@ def settings_for(
 
     The port is ``[broker] port`` when set, else the port of ``[broker] url`` (the address
     devices and the fleet manager use), else 8883. The listener binds ``[broker] bind``, or
-    the URL's host when that is a loopback address, else every interface.
+    the URL's host when that is a loopback address, else every interface. The fleet-manager
+    identities are the built-in ones (:data:`DEFAULT_MANAGERS`) and ``[broker] managers``.
     """
     data = read_fleet_settings(fleet_dir)
     fleet_section = data.get("fleet", {})
@@ -332,7 +337,14 @@ def settings_for(
     if bind is None and url_host in _LOOPBACK:
         # Clients are told to reach the broker on this machine only: listen only there.
         bind = "127.0.0.1" if url_host == "localhost" else url_host
-    managers = tuple(broker_section.get("managers", DEFAULT_MANAGERS))
+    extra = broker_section.get("managers", ())
+    if isinstance(extra, str) or not all(isinstance(name, str) for name in extra):
+        raise ConfigError(
+            f"edgeops.toml: expected [broker] managers as a list of names, got {extra!r}"
+        )
+    # ``[broker] managers`` adds names (a second fleet serve, a bridge): the built-in
+    # identities stay, so a list written before the CLI pool existed keeps push working.
+    managers = tuple(dict.fromkeys((*DEFAULT_MANAGERS, *extra)))
     return BrokerSettings(
         user=str(broker_section.get("user") or _owner(Path(fleet_dir))),
         fleet=str(name),
@@ -455,7 +467,7 @@ def enroll_device(
     check_name("group", group)
     when = time.time() if now is None else now
     settings = settings_for(fleet_dir)
-    if device_id in settings.managers:
+    if device_id in settings.managers or is_reserved_identity(device_id):
         raise ConfigError(f"device id {device_id!r} is reserved for the fleet manager")
     cert: CertificateRecord | None = None
     if cert_pem is not None:

@@ -48,7 +48,7 @@ def enroll(
     from edgeops.agent.config import render_toml
     from edgeops.agent.enroll import build_bootstrap
     from edgeops.fleet.ca import issue_certificate
-    from edgeops.fleet.fleetdir import MANAGER_COMMON_NAME, FleetDir
+    from edgeops.fleet.fleetdir import FleetDir, is_reserved_identity
     from edgeops.protocol.topics import validate_id
 
     fleet = FleetDir.open(fleet_dir)
@@ -57,7 +57,7 @@ def enroll(
         validate_id(group, "group")
     except Exception as exc:
         raise ConfigError(str(exc)) from exc
-    if device_id == MANAGER_COMMON_NAME:
+    if is_reserved_identity(device_id):
         raise ConfigError(f"device id {device_id!r} is reserved for the fleet manager")
     if board != "auto":
         from edgeops.hardware.boards import get_profile

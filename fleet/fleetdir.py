@@ -13,7 +13,11 @@
       keys/retired/             keys replaced by ``edgeops keys rotate``
       ca/ca.key  ca/ca.crt      the fleet CA (EC P-256)
       tls/server.key/.crt       the broker's certificate (127.0.0.1, localhost, the URL's host)
-      tls/manager.key/.crt      the fleet manager's client certificate
+      tls/manager.key/.crt      the fleet manager's client certificate (``fleet serve``)
+      tls/edgeops-fleet-cli-K.key/.crt
+                                the CLI's fleet-manager certificates, K = 1..CLI_IDENTITY_COUNT
+                                (``edgeops push`` and other commands that connect)
+      locks/NAME.lock           held (flock) by the process connected as NAME
 """
 
 from __future__ import annotations
@@ -45,8 +49,30 @@ DEFAULT_BROKER_URL = "mqtts://127.0.0.1:8883"
 #: Common name of the fleet manager's client certificate; the ACL grants it the fleet's
 #: topics, so enrollment must refuse it as a device id.
 MANAGER_COMMON_NAME = "edgeops-fleet-manager"
+#: How many CLI processes may be connected at once (``edgeops push`` to two groups, ...).
+#: The broker evicts a session when another connects with the same client id, and the
+#: client id is the certificate's CN: each concurrent process needs a name of its own.
+CLI_IDENTITY_COUNT = 4
+CLI_COMMON_NAME_PREFIX = "edgeops-fleet-cli-"
+#: Names starting with this are fleet-manager identities, never device ids.
+RESERVED_PREFIX = "edgeops-fleet-"
 # The fleet name is part of every MQTT topic: no '/', '+', '#' or spaces.
 _FLEET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def cli_common_names(count: int = CLI_IDENTITY_COUNT) -> tuple[str, ...]:
+    """The CNs of the CLI's fleet-manager certificates, in the order processes take them."""
+    return tuple(f"{CLI_COMMON_NAME_PREFIX}{k}" for k in range(1, count + 1))
+
+
+#: Every fleet-manager identity ``edgeops fleet init`` issues; all are in the ACL.
+BUILTIN_MANAGERS = (MANAGER_COMMON_NAME, *cli_common_names())
+
+
+def is_reserved_identity(name: str) -> bool:
+    """Whether ``name`` belongs to the fleet manager (enrollment refuses it as a device id:
+    the ACL grants the fleet's topics to the certificate's CN)."""
+    return name.startswith(RESERVED_PREFIX)
 
 
 def _toml_str(value: str) -> str:
@@ -130,6 +156,16 @@ class FleetDir:
     @property
     def manager_cert(self) -> Path:
         return self.path / "tls" / "manager.crt"
+
+    def identity_files(self, common_name: str) -> tuple[Path, Path]:
+        """``(cert, key)`` of a fleet-manager identity ``edgeops fleet init`` issues."""
+        if common_name == MANAGER_COMMON_NAME:
+            return self.manager_cert, self.manager_key
+        return self.path / "tls" / f"{common_name}.crt", self.path / "tls" / f"{common_name}.key"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.path / "locks"
 
     # -- trust
     def root_bytes(self) -> bytes:
@@ -264,10 +300,12 @@ def init_fleet(
     ca_key, ca_cert = create_ca(name, now=now, passphrase=passphrase)
     atomic_write_bytes(fleet.ca_key, ca_key, mode=0o600)
     atomic_write_bytes(fleet.ca_cert, ca_cert)
-    leaves: tuple[tuple[CertKind, str, Path, Path], ...] = (
-        ("server", "localhost", fleet.server_key, fleet.server_cert),
-        ("manager", MANAGER_COMMON_NAME, fleet.manager_key, fleet.manager_cert),
-    )
+    leaves: list[tuple[CertKind, str, Path, Path]] = [
+        ("server", "localhost", fleet.server_key, fleet.server_cert)
+    ]
+    for manager in BUILTIN_MANAGERS:
+        cert_path, key_path = fleet.identity_files(manager)
+        leaves.append(("manager", manager, key_path, cert_path))
     from edgeops.mqtt.settings import parse_mqtt_url
 
     # Devices check the broker's certificate against the host in the URL they are given, so
@@ -347,15 +385,22 @@ def fleet_summary(fleet: FleetDir) -> dict[str, Any]:
         "ca_cert": str(fleet.ca_cert),
         "server_cert": str(fleet.server_cert),
         "manager_cert": str(fleet.manager_cert),
+        "cli_certs": [str(fleet.identity_files(name)[0]) for name in cli_common_names()],
     }
 
 
 __all__ = [
+    "BUILTIN_MANAGERS",
+    "CLI_COMMON_NAME_PREFIX",
+    "CLI_IDENTITY_COUNT",
     "CONFIG_NAME",
     "DEFAULT_BROKER_URL",
     "MANAGER_COMMON_NAME",
+    "RESERVED_PREFIX",
     "FleetDir",
+    "cli_common_names",
     "fleet_summary",
     "init_fleet",
+    "is_reserved_identity",
     "rotate_key",
 ]

@@ -5,9 +5,10 @@
 1. verify the bundle file against the fleet's root (a bundle the devices would refuse is
    refused here, before anything is published);
 2. record it in the registry (digest, size, release: what a directive names);
-3. connect as the fleet manager (``MANAGER_COMMON_NAME``'s certificate) and publish the
-   chunks once, retained (:func:`edgeops.mqtt.publish_bundle`): the broker fans them out,
-   so this costs the same for one device or a thousand;
+3. connect as a fleet manager (the first free CLI identity, ``edgeops-fleet-cli-K``, so
+   that a ``fleet serve`` or another push keeps its session) and publish the chunks once,
+   retained (:func:`edgeops.mqtt.publish_bundle`): the broker fans them out, so this costs
+   the same for one device or a thousand;
 4. start the ingestor (device state, events, telemetry into the registry and into the
    runner) and plan the rollout with :class:`~edgeops.fleet.rollout.runner.RolloutRunner`,
    or pick up an unfinished rollout of the same bundle and group where it stopped (a push
@@ -124,16 +125,11 @@ class _CountingSink:
 
 
 def manager_link(fleet: FleetDir) -> Link:
-    """A link to the fleet's broker with the fleet-manager certificate (not connected)."""
-    from edgeops.fleet.fleetdir import MANAGER_COMMON_NAME
-    from edgeops.mqtt import MqttSettings, PahoLink, TlsSettings
+    """A link to the fleet's broker as a free CLI identity (not connected); closing it frees
+    the identity. See :mod:`edgeops.fleet.identity`."""
+    from edgeops.fleet.identity import manager_link as leased_link
 
-    tls = None
-    if fleet.broker_url.startswith("mqtts://"):
-        tls = TlsSettings(
-            cafile=fleet.ca_cert, certfile=fleet.manager_cert, keyfile=fleet.manager_key
-        )
-    return PahoLink(MqttSettings.from_url(fleet.broker_url, client_id=MANAGER_COMMON_NAME, tls=tls))
+    return leased_link(fleet)
 
 
 def wave_views(progress: list[WaveProgress]) -> list[dict[str, Any]]:

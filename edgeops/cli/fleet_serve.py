@@ -36,7 +36,11 @@ def serve_command(
     ] = True,
     cert: Annotated[
         Path | None,
-        typer.Option("--cert", help="Manager certificate (default: the fleet's tls/manager.crt)."),
+        typer.Option(
+            "--cert",
+            help="Manager certificate (default: the fleet's tls/manager.crt); a second "
+            "instance needs its own, named in [broker] managers.",
+        ),
     ] = None,
     key: Annotated[
         Path | None, typer.Option("--key", help="Its private key (default: tls/manager.key).")

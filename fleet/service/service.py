@@ -32,6 +32,7 @@ from typing import Any
 
 from edgeops.errors import ConfigError, EdgeopsError
 from edgeops.fleet.fleetdir import FleetDir
+from edgeops.fleet.identity import IdentityLease
 from edgeops.fleet.ingest import DEFAULT_BATCH_SIZE, DEFAULT_MAX_DELAY_S, Ingestor
 from edgeops.fleet.registry import RegistryStore, open_registry
 from edgeops.fleet.rollout.runner import RolloutRunner, SignedDirectiveSink
@@ -62,7 +63,10 @@ class ServiceConfig:
     every tick) is left alone, and one left by ``--detach`` or a stopped process is taken.
     ``manager_cert``/``manager_key`` default to the fleet folder's ``tls/manager.*``; a
     second instance needs its own identity (the broker takes the client id from the
-    certificate's CN, so two processes on one certificate would evict each other).
+    certificate's CN, so two processes on one certificate would evict each other): the
+    service holds ``locks/<CN>.lock`` while it runs and refuses to start when another
+    process on this machine holds it. CLI commands connect with names of their own
+    (:mod:`edgeops.fleet.identity`).
     """
 
     fleet_dir: Path
@@ -172,6 +176,7 @@ class FleetService:
         self.http: HttpServer | None = None
         self.api: FleetApi | None = None
         self.identity = ""
+        self._lease: IdentityLease | None = None
         import os
         import socket
         import uuid
@@ -226,12 +231,16 @@ class FleetService:
         return store
 
     def _make_link(self) -> Link:
+        from edgeops.fleet.identity import Identity, lock_identity
         from edgeops.mqtt import MqttSettings, PahoLink
         from edgeops.mqtt.settings import TlsSettings
 
         cert = self.config.manager_cert or self.fleet.manager_cert
         key = self.config.manager_key or self.fleet.manager_key
         self.identity = _common_name(cert)
+        # Refuse to start rather than evict a running instance with the same CN (the
+        # broker's client id); CLI commands take names of their own (edgeops.fleet.identity).
+        self._lease = lock_identity(self.fleet, Identity(self.identity, cert, key))
         # A plain mqtt:// broker (a local test broker) takes no certificates at all.
         tls = None
         if self.fleet.broker_url.startswith("mqtts://"):
@@ -261,6 +270,8 @@ class FleetService:
         if self._link is not None:
             # Also when disconnected: the link's network thread may be reconnecting.
             self._link.close()
+        if self._lease is not None:
+            self._lease.release()
         if self.ingestor is not None:
             try:
                 self.ingestor.flush()

@@ -13,6 +13,7 @@ from cryptography.x509.oid import NameOID
 
 from edgeops.errors import ConfigError
 from edgeops.fleet.broker_config import (
+    DEFAULT_MANAGERS,
     BrokerFiles,
     BrokerSettings,
     build_crl,
@@ -58,8 +59,17 @@ def test_acl_gives_devices_only_their_own_topics_and_their_group():
         "pattern write edgeops/v1/demo/dev/%u/telemetry",
         "pattern read edgeops/v1/demo/dev/%u/directive",
     ]
-    assert rules[4:6] == ["user edgeops-fleet-manager", "topic readwrite edgeops/v1/demo/#"]
-    assert rules[6:] == [
+    # fleet serve's identity and the CLI pool, each with the fleet's topics.
+    assert (
+        "edgeops-fleet-manager",
+        *(f"edgeops-fleet-cli-{k}" for k in range(1, 5)),
+    ) == DEFAULT_MANAGERS
+    assert rules[4:14] == [
+        line
+        for name in DEFAULT_MANAGERS
+        for line in (f"user {name}", "topic readwrite edgeops/v1/demo/#")
+    ]
+    assert rules[14:] == [
         "user cam-1",
         "topic read edgeops/v1/demo/group/field/directive",
         "topic read edgeops/v1/demo/bundle/#",
@@ -68,7 +78,7 @@ def test_acl_gives_devices_only_their_own_topics_and_their_group():
         "topic read edgeops/v1/demo/bundle/#",
     ]
     # Devices write only their own state, events and telemetry; never a directive.
-    device_rules = [r for r in rules if r not in rules[4:6]]
+    device_rules = [r for r in rules if r not in rules[4:14]]
     writes = [r for r in device_rules if r.split()[1] in ("write", "readwrite")]
     assert all(r.endswith(("/%u/state", "/%u/events", "/%u/telemetry")) for r in writes)
 
@@ -81,9 +91,16 @@ def test_names_that_could_escape_a_topic_are_refused(bad):
         render_acl("demo", [("ok", bad)])
 
 
-def test_a_device_cannot_take_the_managers_name():
+@pytest.mark.parametrize("name", ["edgeops-fleet-manager", "edgeops-fleet-cli-3"])
+def test_a_device_cannot_take_a_managers_name(name):
     with pytest.raises(ConfigError, match="reserved"):
-        render_acl("demo", [("edgeops-fleet-manager", "lab")])
+        render_acl("demo", [(name, "lab")])
+
+
+def test_managers_in_edgeops_toml_must_be_a_list_of_names(tmp_path):
+    (tmp_path / "edgeops.toml").write_text('[broker]\nmanagers = "fm-a"\n')
+    with pytest.raises(ConfigError, match="list of names"):
+        settings_for(tmp_path)
 
 
 def test_config_requires_certificates_and_uses_the_cn_as_username_and_client_id(tmp_path):
@@ -112,7 +129,9 @@ def test_settings_come_from_edgeops_toml_and_arguments_win(tmp_path):
         '[fleet]\nname = "plant-7"\n[broker]\nport = 9883\nmanagers = ["fm-a", "fm-b"]\n'
     )
     settings = settings_for(tmp_path)
-    assert (settings.fleet, settings.port, settings.managers) == ("plant-7", 9883, ("fm-a", "fm-b"))
+    # [broker] managers adds names; the identities fleet init issues stay in the ACL.
+    assert (settings.fleet, settings.port) == ("plant-7", 9883)
+    assert settings.managers == (*DEFAULT_MANAGERS, "fm-a", "fm-b")
     assert settings_for(tmp_path, port=1234).port == 1234
 
 
