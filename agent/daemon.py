@@ -102,6 +102,9 @@ log = logging.getLogger(__name__)
 
 #: How long a clean stop waits for the broker to acknowledge the offline state.
 STOP_ACK_TIMEOUT_S = 3.0
+#: A download that received nothing for this long asks the broker again for what is missing
+#: (slow links still deliver a chunk well within it; a lost delivery never would).
+DOWNLOAD_STALL_S = 15.0
 
 
 # --------------------------------------------------------------------------- bundles
@@ -817,7 +820,7 @@ class Agent:
 
         def wait() -> None:
             try:
-                fetcher.wait(self.config.download_timeout_s)
+                fetcher.wait(self.config.download_timeout_s, stall_s=DOWNLOAD_STALL_S)
                 try:
                     # Flushed so that a full disk shows here, but not synced: the download
                     # is read back by this process only, and a restart mid-update discards

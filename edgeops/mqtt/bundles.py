@@ -21,6 +21,7 @@ bounded number of times.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -144,6 +145,8 @@ class BundleFetcher:
         """Chunk messages handled, duplicates and bad ones included."""
         self.refetched = 0
         """Chunks requested again because their bytes did not match the meta."""
+        self.stalls = 0
+        """Times :meth:`wait` found the fetch stalled and asked the broker again."""
 
     @property
     def digest(self) -> str:
@@ -170,20 +173,41 @@ class BundleFetcher:
             if wildcard is not None and not self._done.is_set():
                 self._link.subscribe(wildcard, self._handle_chunk)
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float, *, stall_s: float | None = None) -> None:
         """Block until the whole bundle is in the sink and its SHA-256 checked.
 
         TransportError if it does not complete within ``timeout`` (the fetch goes on; call
-        ``wait`` again or :meth:`cancel`); the fetch's own error if it failed.
+        ``wait`` again or :meth:`cancel`); the fetch's own error if it failed. With
+        ``stall_s``, a fetch that received nothing (no meta, no chunk) for that long asks
+        the broker again for what is missing (:meth:`request_missing`) instead of waiting
+        out ``timeout``: a broker that dropped a queued message, or a subscription lost in
+        a race, would otherwise hold the update until the timeout.
         """
-        if not self._done.wait(timeout):
-            received, total = self.progress()
-            raise TransportError(
-                f"bundle {self.digest[:12]}: {received} of {total or '?'} chunks "
-                f"after {timeout:g} s"
-            )
+        deadline = time.monotonic() + timeout
+        seen = self._activity()
+        while True:
+            remaining = deadline - time.monotonic()
+            slice_s = remaining if stall_s is None else min(stall_s, remaining)
+            if self._done.wait(max(slice_s, 0.0)):
+                break
+            if time.monotonic() >= deadline:
+                received, total = self.progress()
+                raise TransportError(
+                    f"bundle {self.digest[:12]}: {received} of {total or '?'} chunks "
+                    f"after {timeout:g} s"
+                )
+            now = self._activity()
+            if now == seen:
+                self.stalls += 1
+                self.request_missing()
+            seen = now
         if self._error is not None:
             raise self._error
+
+    def _activity(self) -> tuple[bool, int]:
+        """What changes whenever the broker delivers something this fetch wants."""
+        with self._lock:
+            return self._assembler.meta is not None, self.deliveries
 
     def cancel(self) -> None:
         """Stop fetching and drop every subscription this fetcher holds."""

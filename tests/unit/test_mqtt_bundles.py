@@ -231,6 +231,28 @@ def test_a_stalled_fetch_asks_again_for_what_is_missing(window):
     assert fetcher.deliveries == before + 1
 
 
+@pytest.mark.parametrize("lost", ["meta", "chunk"])
+def test_wait_with_a_stall_limit_asks_again_by_itself(lost):
+    broker, meta = _setup()
+    link = broker.link("pi")
+    link.connect()
+    topic = (
+        bundle_meta_topic("acme", meta.digest)
+        if lost == "meta"
+        else bundle_chunk_topic("acme", meta.digest, 7)
+    )
+    sink = io.BytesIO()
+    fetcher = _fetcher(CorruptingLink(link, topic, lose=True), meta, sink)
+    fetcher.start()
+    # Without the stall limit the lost delivery holds the fetch until its timeout.
+    with pytest.raises(TransportError):
+        fetcher.wait(0.3)
+    assert fetcher.stalls == 0
+    fetcher.wait(5, stall_s=0.05)
+    assert sink.getvalue() == DATA
+    assert fetcher.stalls >= 1
+
+
 def test_a_chunk_that_stays_corrupt_fails_the_fetch_after_the_refetch_limit():
     broker, meta = _setup()
     link = broker.link("pi")
