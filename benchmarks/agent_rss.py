@@ -14,6 +14,10 @@ converter is never measured through a stale file.
 
 Targets (issue 4): RSS ≤ 64 MB with YOLOv8n int8 loaded; idle CPU ≤ 1 %.
 
+The agent gets the systemd unit's ``Environment=`` (``hardware/assets/edgeops-agent.service``:
+``PYTHONOPTIMIZE=2``, ``MALLOC_ARENA_MAX=2``), as on a board; ``--plain-python`` leaves it
+out.
+
 ``--mappings N`` adds the N largest contributors to RSS from ``/proc/<pid>/smaps``, grouped
 by file (anonymous memory, mostly the Python and native heaps, as ``[anon]``).
 ``--requests N`` sends N inference requests (random input, binary tensors) to the agent's API
@@ -40,6 +44,7 @@ from pathlib import Path
 
 from edgeops.broker import MosquittoBroker
 from edgeops.bundle import create_bundle
+from edgeops.hardware import unit_environment
 from edgeops.mqtt import MqttSettings, PahoLink, publish_bundle
 from edgeops.protocol import device_directive_topic
 from edgeops.trust import BundleRef, RolloutPolicy
@@ -211,6 +216,12 @@ def main() -> None:
     choice.add_argument("--model", type=Path)
     choice.add_argument("--tiny", action="store_true")
     parser.add_argument("--mappings", type=int, default=0, metavar="N")
+    parser.add_argument(
+        "--plain-python",
+        action="store_true",
+        help="Run the agent without the systemd unit's environment (PYTHONOPTIMIZE=2 and "
+        "the rest), to see what it saves.",
+    )
     parser.add_argument("--requests", type=int, default=0, metavar="N")
     args = parser.parse_args()
 
@@ -257,6 +268,9 @@ def main() -> None:
             )
         )
         log = (work / "agent.log").open("wb")
+        # As systemd starts it on a board (the unit's Environment=), unless --plain-python.
+        unit_env = {} if args.plain_python else unit_environment()
+        agent_env = {**os.environ, **unit_env}
         agent = subprocess.Popen(
             [
                 sys.executable,
@@ -267,6 +281,7 @@ def main() -> None:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=agent_env,
         )
         try:
             manager = PahoLink(
@@ -337,6 +352,7 @@ def main() -> None:
                 "benchmark": "agent_rss",
                 "model": label,
                 "model_bytes": model.stat().st_size,
+                "agent_environment": unit_env,
                 "requests": args.requests,
                 **(
                     {

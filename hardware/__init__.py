@@ -3,7 +3,8 @@
 * :func:`detect_board`, :func:`get_profile`, :func:`load_profiles` — profiles are data in
   ``boards.json`` (Raspberry Pi 3/4/5, Jetson Nano / Orin Nano, generic x86_64, aarch64 and
   armv7l); :meth:`BoardProfile.load_options` turns one into ``load_model`` arguments.
-* :func:`asset_path` — ``assets/edgeops-agent.service`` and ``assets/install.sh``.
+* :func:`asset_path` — ``assets/edgeops-agent.service`` and ``assets/install.sh``;
+  :func:`unit_environment` — the variables the unit starts the agent with.
 
 Only the standard library is imported.
 """
@@ -18,6 +19,7 @@ from edgeops.hardware.boards import (
     get_profile,
     load_profiles,
     normalize_machine,
+    unit_environment,
 )
 
 __all__ = [
@@ -28,4 +30,5 @@ __all__ = [
     "get_profile",
     "load_profiles",
     "normalize_machine",
+    "unit_environment",
 ]

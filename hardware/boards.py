@@ -203,6 +203,19 @@ def _boards_text() -> str:
     return resources.files("edgeops.hardware").joinpath("boards.json").read_text()
 
 
+def unit_environment() -> dict[str, str]:
+    """The ``Environment=`` variables of the packaged systemd unit: how the agent runs on a
+    board (benchmarks and process tests start it with them, to measure what ships)."""
+    values: dict[str, str] = {}
+    for line in asset_path("edgeops-agent.service").read_text(encoding="utf-8").splitlines():
+        key, sep, rest = line.strip().partition("=")
+        if sep and key == "Environment":
+            for item in rest.split():
+                name, _, value = item.partition("=")
+                values[name] = value
+    return values
+
+
 def asset_path(name: str) -> Path:
     """A file shipped in ``edgeops/hardware/assets`` (the systemd unit, the install script)."""
     from importlib import resources

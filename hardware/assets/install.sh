@@ -88,6 +88,9 @@ fi
 run "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
 run "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade \
     "${SOURCE}[agent]" ${RUNTIME_PACKAGES[@]+"${RUNTIME_PACKAGES[@]}"}
+# The unit runs the agent with PYTHONOPTIMIZE=2 and may not write under $PREFIX: compile
+# the optimized bytecode once here instead of at every start.
+run "$VENV/bin/python" -OO -m compileall -q "$VENV/lib"
 
 say "configuration $CONFIG_DIR"
 run install -d -m 0755 "$CONFIG_DIR"

@@ -21,6 +21,7 @@ import pytest
 
 from edgeops.agent.enroll import install_bootstrap
 from edgeops.agent.serving import UnixHTTPConnection
+from edgeops.hardware import unit_environment
 
 from .test_agent_fleet import FleetRig, wait_for
 from .test_agent_updates import Bundles
@@ -63,7 +64,9 @@ class Device:
         self.log = tmp_path / "agent.log"
 
     def start(self, crash_at: str | None = None) -> None:
-        env = dict(os.environ)
+        # With the unit's environment (PYTHONOPTIMIZE=2: no docstrings, no asserts), as on
+        # a board.
+        env = {**os.environ, **unit_environment()}
         env.pop("EDGEOPS_TEST_CRASH_AT", None)
         if crash_at:
             env["EDGEOPS_TEST_CRASH_AT"] = crash_at

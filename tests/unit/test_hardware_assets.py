@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgeops.errors import ConfigError
-from edgeops.hardware import asset_path
+from edgeops.hardware import asset_path, unit_environment
 
 UNIT = asset_path("edgeops-agent.service")
 INSTALL = asset_path("install.sh")
@@ -45,6 +45,7 @@ def test_unit_has_restart_policy_memory_limit_and_hardening() -> None:
         assert service[key] == value, key
     assert service["User"] == "edgeops"
     assert "MALLOC_ARENA_MAX=2" in service["Environment"].split()
+    assert "PYTHONOPTIMIZE=2" in service["Environment"].split()
     assert unit["Install"]["WantedBy"] == "multi-user.target"
 
 
@@ -143,3 +144,15 @@ def test_install_refuses_unknown_machine_and_option() -> None:
 def test_unknown_asset_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="no install asset"):
         asset_path("nope.service")
+
+
+def test_unit_environment_reads_the_units_variables() -> None:
+    env = unit_environment()
+    assert env["MALLOC_ARENA_MAX"] == "2"
+    assert env["PYTHONOPTIMIZE"] == "2"
+    assert env["PYTHONUNBUFFERED"] == "1"
+
+
+def test_install_script_compiles_the_venv_for_the_units_optimization_level() -> None:
+    text = INSTALL.read_text()
+    assert '-OO -m compileall -q "$VENV/lib"' in text
