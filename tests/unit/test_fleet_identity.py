@@ -143,7 +143,12 @@ def make_old_fleet(fleet: FleetDir) -> None:
 def test_an_older_fleet_gets_its_cli_identities_on_first_use_and_the_broker_reloads(fleet):
     make_old_fleet(fleet)
     reloads = []
-    lease = acquire_cli_identity(fleet, reload=lambda path: reloads.append(path) or True)
+
+    def reload(path):
+        reloads.append(path)
+        return True
+
+    lease = acquire_cli_identity(fleet, reload=reload)
     assert lease.common_name == "edgeops-fleet-cli-1"
     assert reloads == [fleet.path]
     for name in CLI_NAMES:
