@@ -96,14 +96,19 @@ def lock_path(fleet: FleetDir, common_name: str) -> Path:
     return fleet.locks_dir / f"{common_name}.lock"
 
 
+def _open_lock_file(path: Path) -> int:
+    """Open (creating it and its folder) a lock file; ConfigError says which one failed."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"cannot open the lock file {path}: {exc.strerror or exc}") from exc
+
+
 def try_lock(fleet: FleetDir, identity: Identity) -> IdentityLease | None:
     """Take ``identity`` if no process holds it; None when one does."""
     path = lock_path(fleet, identity.common_name)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise ConfigError(f"cannot open the lock file {path}: {exc.strerror or exc}") from exc
+    fd = _open_lock_file(path)
     try:
         # flock, not fcntl record locks: record locks are per process, so two links in one
         # process (a test, the demo) would both "get" the same name.
@@ -168,12 +173,7 @@ def provision_cli_identities(
     from edgeops.fleet.ca import issue_certificate
     from edgeops.fsutil import atomic_write_bytes
 
-    path = fleet.locks_dir / "provision.lock"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise ConfigError(f"cannot open the lock file {path}: {exc.strerror or exc}") from exc
+    fd = _open_lock_file(fleet.locks_dir / "provision.lock")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # blocking: another process may be issuing them
         missing = [i for i in cli_identities(fleet) if i.cert is not None and not i.cert.exists()]
