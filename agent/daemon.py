@@ -88,7 +88,7 @@ from edgeops.errors import (
     StorageError,
     TransportError,
 )
-from edgeops.fsutil import fsync_dir
+from edgeops.fsutil import fsync_dir, json_bytes, write_synced
 
 if TYPE_CHECKING:
     from edgeops.agent.runtimes import ModelRuntime
@@ -170,23 +170,6 @@ class StagedBundle:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"malformed bundle record: {exc}") from exc
-
-
-def write_synced(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` and fsync the file: no temporary file, no folder sync.
-
-    For files in a bundle's staging folder only. Nothing reads them before the folder is
-    synced once and renamed into place (:meth:`Store.install_staging`), and a crash before
-    that leaves a staging folder that is thrown away, so the rename and the folder sync of
-    :func:`~edgeops.fsutil.atomic_write_bytes` would only repeat that one folder sync.
-    """
-    try:
-        with path.open("wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-    except OSError as exc:
-        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 class BundleStager(Protocol):
@@ -880,8 +863,7 @@ class Agent:
             # StorageError included: a bundle that cannot be read back is not installable.
             shutil.rmtree(staging, ignore_errors=True)
             return BundleRejected(f"{type(exc).__name__}: {exc}")
-        record = json.dumps(staged.to_json(), indent=2, sort_keys=True) + "\n"
-        write_synced(staging / "bundle.json", record.encode("utf-8"))
+        write_synced(staging / "bundle.json", json_bytes(staged.to_json()))
         try:
             # One sync for every entry the stage made in the folder (files/, manifest.json,
             # bundle.json), before the rename publishes it.

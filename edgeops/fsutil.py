@@ -53,7 +53,28 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
+def json_bytes(value: Any) -> bytes:
+    """``value`` as the indented, key-sorted JSON every state file here is written in."""
+    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
 def atomic_write_json(path: Path, value: Any, *, mode: int = 0o644) -> None:
     """Write ``value`` as indented JSON, atomically (see :func:`atomic_write_bytes`)."""
-    text = json.dumps(value, indent=2, sort_keys=True) + "\n"
-    atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
+    atomic_write_bytes(path, json_bytes(value), mode=mode)
+
+
+def write_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` and fsync the file: no temporary file, no folder sync.
+
+    Only for a file in a folder that nothing reads until the caller syncs the folder once
+    and renames it into place, and that a crash before then leaves to be thrown away (a
+    bundle's staging folder): there the rename and folder sync of
+    :func:`atomic_write_bytes` would only repeat that one folder sync.
+    """
+    try:
+        with path.open("wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
