@@ -137,9 +137,6 @@ class BundleFetcher:
         self._early: set[int] = set()
         self._retries: dict[int, int] = {}
         self._started = False
-        # Kept here rather than summed over the received chunks on every call: a 512 MB
-        # bundle has 2048 chunks, and the sum per chunk made progress quadratic.
-        self._received_bytes = 0
         self._forget_disconnect: Callable[[], None] | None = None
         self.deliveries = 0
         """Chunk messages handled, duplicates and bad ones included."""
@@ -375,9 +372,7 @@ class BundleFetcher:
             else:
                 was_subscribed = index in self._subscribed
                 self._subscribed.discard(index)
-                if new:
-                    self._received_bytes += len(message.payload)
-                received_bytes = self._received_bytes
+                received_bytes = self._assembler.received_bytes
         if refetch:
             # Subscribing again to the chunk's own topic makes the broker resend its retained
             # copy (and only that one, also under the wildcard).
