@@ -142,9 +142,7 @@ class DiskQueue:
     def _read_highest_acked(self) -> int:
         try:
             data = (self.folder / _HIGHEST_ACKED).read_bytes()
-        except FileNotFoundError:
-            return 0
-        except OSError:
+        except OSError:  # none yet, or unreadable: the entries and queue.json are the record
             return 0
         if len(data) < _HEADER.size:
             return 0

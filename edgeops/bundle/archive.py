@@ -290,8 +290,9 @@ def _verified(
     digest_checked: bool = False,
 ) -> VerifiedBundle:
     # The whole-file check comes last, as the directive's digest covers every byte.
-    sha256 = expected.sha256 if digest_checked and expected is not None else None
-    if sha256 is None:
+    if digest_checked and expected is not None:
+        sha256 = expected.sha256
+    else:
         sha256 = reader.sha256.hexdigest()
     if expected is not None:
         check_bundle_ref(expected, sha256=sha256, size=reader.count)
