@@ -62,7 +62,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mqtt_fanout import _broker_config, plain_paho_fanout
+from mqtt_fanout import ChunkCounts, _broker_config, plain_paho_fanout
 
 from edgeops.agent.runtimes.testing import tflite_add_model
 from edgeops.broker import MosquittoBroker, find_mosquitto, free_port, wait_for_port
@@ -149,17 +149,8 @@ def _tls_subscribers(
     from edgeops.protocol import bundle_chunk_filter
 
     settings = MqttSettings.from_url(broker_url, client_id="-")
-    remaining = threading.Semaphore(0)
-    counts = [0] * len(device_dirs)
+    counts = ChunkCounts(len(device_dirs), chunks)
     clients: list[mqtt.Client] = []
-
-    def on_message_for(index: int) -> Any:
-        def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-            counts[index] += 1
-            if counts[index] == chunks:
-                remaining.release()
-
-        return on_message
 
     try:
         for index, folder in enumerate(device_dirs):
@@ -176,7 +167,7 @@ def _tls_subscribers(
             )
             ready = threading.Event()
             client.on_connect = lambda c, u, f, rc, p, ready=ready: ready.set()
-            client.on_message = on_message_for(index)
+            client.on_message = counts.on_message_for(index)
             client.connect(settings.host, settings.port, keepalive=60)
             client.loop_start()
             clients.append(client)
@@ -185,11 +176,7 @@ def _tls_subscribers(
         barrier.wait(timeout)
         for client in clients:
             client.subscribe(bundle_chunk_filter(fleet_name, digest), qos=1)
-        for _ in clients:
-            if not remaining.acquire(timeout=timeout):
-                raise SystemExit(
-                    f"TLS fan-out incomplete: {sum(counts)} of {chunks * len(clients)} chunks"
-                )
+        counts.wait_all(timeout, "TLS fan-out")
         results.put(time.monotonic())
     finally:
         for client in clients:

@@ -71,6 +71,35 @@ def _connected_paho(broker: MosquittoBroker, client_id: str) -> mqtt.Client:
     return client
 
 
+class ChunkCounts:
+    """Chunk messages per plain subscriber, until each has all ``chunks`` of them."""
+
+    def __init__(self, subscribers: int, chunks: int) -> None:
+        self.chunks = chunks
+        self.counts = [0] * subscribers
+        self._complete = threading.Semaphore(0)
+
+    def on_message_for(self, index: int) -> Any:
+        """Subscriber ``index``'s paho ``on_message``: counts, nothing else."""
+
+        def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+            self.counts[index] += 1
+            if self.counts[index] == self.chunks:
+                self._complete.release()
+
+        return on_message
+
+    def wait_all(self, timeout: float, what: str) -> None:
+        """Until every subscriber has every chunk; RuntimeError naming ``what`` if one does
+        not within ``timeout`` of the last."""
+        for _ in self.counts:
+            if not self._complete.acquire(timeout=timeout):
+                raise RuntimeError(
+                    f"{what} incomplete: {sum(self.counts)} of "
+                    f"{self.chunks * len(self.counts)} chunks"
+                )
+
+
 def plain_paho_fanout(
     broker: MosquittoBroker,
     digest: str,
@@ -82,25 +111,13 @@ def plain_paho_fanout(
     """Seconds until every subscriber has every chunk; ``cpu`` gets the process CPU seconds
     of that window appended."""
     clients = [_connected_paho(broker, f"plain-{i}") for i in range(subscribers)]
-    remaining = threading.Semaphore(0)
-    counts = [0] * subscribers
-
-    def handler(index: int) -> Any:
-        def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-            counts[index] += 1
-            if counts[index] == chunks:
-                remaining.release()
-
-        return on_message
-
+    counts = ChunkCounts(subscribers, chunks)
     for index, client in enumerate(clients):
-        client.on_message = handler(index)
+        client.on_message = counts.on_message_for(index)
     started, cpu_started = time.perf_counter(), time.process_time()
     for client in clients:
         client.subscribe(bundle_chunk_filter(FLEET, digest), qos=1)
-    for _ in range(subscribers):
-        if not remaining.acquire(timeout=120):
-            raise RuntimeError(f"plain fan-out incomplete: {sum(counts)} of {chunks * subscribers}")
+    counts.wait_all(120, "plain fan-out")
     elapsed = time.perf_counter() - started
     if cpu is not None:
         cpu.append(time.process_time() - cpu_started)
