@@ -24,9 +24,12 @@ Checks, in the order of RFC 8032 section 5.1.7:
    accept (possible only with a small-order component, never from a real signer) is refused.
    It is computed as ``[S]B + [k](-A)`` and compared with ``R`` in projective coordinates.
 
-The one deliberate difference from OpenSSL: it reduces a public key's ``y`` modulo p without
-complaint, whereas this module refuses the 19 non-canonical encodings (section 5.1.3 says to
-fail). Roots only ever carry keys that ``cryptography`` produced, which are canonical.
+The deliberate differences from OpenSSL: it reduces a public key's ``y`` modulo p without
+complaint and takes ``x = 0`` with the sign bit set, whereas this module refuses those
+non-canonical encodings (section 5.1.3 says to fail). Roots only ever carry keys that
+``cryptography`` produced, which are canonical. The faster paths in
+:func:`edgeops.trust.keys.verify_signature` keep these key checks in Python
+(:func:`check_key_and_scalar`) and so accept exactly what this module accepts.
 
 Points are kept in extended homogeneous coordinates ``(X:Y:Z:T)`` with ``x = X/Z``,
 ``y = Y/Z``, ``xy = T/Z`` (section 5.1.4), so additions and doublings need no inversion;
@@ -38,6 +41,7 @@ signature that does not verify; the message says which.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from edgeops.errors import SignatureError
@@ -159,11 +163,21 @@ def _straus(s: int, b_table: list[_Point], k: int, a_table: list[_Point]) -> _Po
     return acc
 
 
-def check_encoding(public_key: bytes, signature: bytes) -> tuple[_Point, _Point, int]:
-    """The strict decoding half of :func:`verify`: the key ``A``, the signature's ``R`` and ``S``.
+# A device sees a handful of keys (root, targets, directive roles), each for many signatures:
+# the decoding's modular square root is done once per key, not once per signature.
+@functools.lru_cache(maxsize=16)
+def _decode_public_key(public_key: bytes) -> _Point | None:
+    return _decode_point(public_key)
 
-    Raises :class:`SignatureError` for wrong lengths, a key or ``R`` that is not a canonical
-    curve point, or ``S >= L``.
+
+def check_key_and_scalar(public_key: bytes, signature: bytes) -> tuple[_Point, int]:
+    """The checks OpenSSL's verifier does not make itself: lengths, the key ``A`` decoded
+    strictly (OpenSSL reduces a non-canonical ``y`` mod p), and ``S < L`` (OpenSSL checks it
+    too, since 1.1.1; kept because it costs one comparison). Returns ``A`` and ``S``.
+
+    The signature's ``R`` is not decoded: OpenSSL compares the canonical encoding of
+    ``[S]B - [k]A`` with ``R`` byte for byte, which refuses every ``R`` that strict decoding
+    would. Raises :class:`SignatureError` with the reason.
     """
     public_key, signature = bytes(public_key), bytes(signature)
     if len(public_key) != PUBLIC_KEY_BYTES:
@@ -174,15 +188,25 @@ def check_encoding(public_key: bytes, signature: bytes) -> tuple[_Point, _Point,
         raise SignatureError(
             f"expected a {SIGNATURE_BYTES}-byte Ed25519 signature, got {len(signature)} bytes"
         )
-    a_point = _decode_point(public_key)
+    a_point = _decode_public_key(public_key)
     if a_point is None:
         raise SignatureError("expected an Ed25519 public key, got bytes that encode no point")
-    r_point = _decode_point(signature[:32])
-    if r_point is None:
-        raise SignatureError("expected a curve point as the signature's R, got none")
     s = int.from_bytes(signature[32:], "little")
     if s >= L:
         raise SignatureError("expected the signature's S below the group order L, got S >= L")
+    return a_point, s
+
+
+def check_encoding(public_key: bytes, signature: bytes) -> tuple[_Point, _Point, int]:
+    """The strict decoding half of :func:`verify`: the key ``A``, the signature's ``R`` and ``S``.
+
+    Raises :class:`SignatureError` for wrong lengths, a key or ``R`` that is not a canonical
+    curve point, or ``S >= L``.
+    """
+    a_point, s = check_key_and_scalar(public_key, signature)
+    r_point = _decode_point(bytes(signature[:32]))
+    if r_point is None:
+        raise SignatureError("expected a curve point as the signature's R, got none")
     return a_point, r_point, s
 
 

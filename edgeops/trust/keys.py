@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeops.errors import ConfigError, SignatureError
-from edgeops.trust import ed25519_verify
+from edgeops.trust import ed25519_libcrypto, ed25519_verify
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-# Verification is pure Python (edgeops.trust.ed25519_verify); cryptography loads only where
-# private keys are handled, so a device that only verifies never maps its Rust extension and
-# bundled OpenSSL (docs/decisions/0006-agent-signature-verification.md).
+# A device verifies through the system libcrypto that ssl has already mapped
+# (edgeops.trust.ed25519_libcrypto), else in pure Python (edgeops.trust.ed25519_verify);
+# cryptography loads only where private keys are handled, so a device that only verifies
+# never maps its Rust extension and bundled OpenSSL
+# (docs/decisions/0006-agent-signature-verification.md).
 
 #: The environment variable the CLI reads a key passphrase from.
 PASSPHRASE_ENV = "EDGEOPS_KEY_PASSPHRASE"
@@ -46,16 +48,18 @@ def env_passphrase() -> str | None:
 def verify_signature(public_raw: bytes, signature: bytes, data: bytes) -> bool:
     """Whether ``signature`` is a valid Ed25519 signature of ``data`` by ``public_raw``.
 
-    A malformed key or signature counts as not valid; :func:`ed25519_verify.verify` raises
-    :class:`SignatureError` with the reason instead.
+    A malformed key or signature counts as not valid; :func:`ed25519_libcrypto.verify` raises
+    :class:`SignatureError` with the reason instead. Every path accepts exactly the signatures
+    that the pure-Python :func:`ed25519_verify.verify` accepts.
     """
     if _CRYPTOGRAPHY_ED25519 not in sys.modules:
-        return ed25519_verify.is_valid(public_raw, signature, data)
-    # A process that has loaded cryptography anyway (the fleet side, the CLI) lets OpenSSL do
-    # the curve arithmetic, about twenty times faster. The strict decoding stays ours, so both
-    # paths accept exactly the same signatures (OpenSSL alone takes non-canonical keys).
+        # The system libcrypto when ssl has it mapped, else pure Python.
+        return ed25519_libcrypto.is_valid(public_raw, signature, data)
+    # A process that has loaded cryptography anyway (the fleet side, the CLI) lets its OpenSSL
+    # do the curve arithmetic. The strict decoding of the key stays ours, so every path accepts
+    # exactly the same signatures (OpenSSL alone takes non-canonical keys).
     try:
-        ed25519_verify.check_encoding(public_raw, signature)
+        ed25519_verify.check_key_and_scalar(public_raw, signature)
     except SignatureError:
         return False
     from cryptography.exceptions import InvalidSignature
