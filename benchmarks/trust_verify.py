@@ -1,11 +1,15 @@
-"""Cost of verifying one Ed25519 signature: the agent's pure-Python verifier
-(``edgeops.trust.ed25519_verify``) against ``cryptography`` (OpenSSL), and what each costs a
-fresh interpreter to import.
+"""Cost of verifying one Ed25519 signature in each backend, in the same run: the agent's
+path through the system libcrypto (``edgeops.trust.ed25519_libcrypto``, with its strict key
+and ``S`` checks), the pure-Python verifier (``edgeops.trust.ed25519_verify``), the fleet's
+path (``edgeops.trust.keys.verify_signature`` with ``cryptography`` loaded) and bare
+``cryptography``; and what each costs a fresh interpreter to import.
 
 Prints one JSON object: milliseconds per signature (median of ``--rounds`` rounds of
-``--count`` verifications, over a 1 KiB message, about the size of a directive), and the
-import time and RSS added by ``edgeops.trust`` with and without ``cryptography``, each in a
-fresh subprocess.
+``--count`` verifications, over a 1 KiB message, about the size of a directive; the pure
+Python verifier runs a tenth as many), the cost of the strict decoding of ``R`` that the
+libcrypto path leaves to OpenSSL, and the import time and RSS added by ``edgeops.trust``
+with and without ``cryptography`` and with the libcrypto binding loaded, each in a fresh
+subprocess.
 
     python benchmarks/trust_verify.py [--count 200] [--rounds 5]
 """
@@ -23,7 +27,7 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from edgeops.trust import ed25519_verify
+from edgeops.trust import ed25519_libcrypto, ed25519_verify, keys
 
 IMPORT_PROBE = """
 import json, time
@@ -45,6 +49,13 @@ IMPORTS = {
     "edgeops.trust + cryptography": (
         "import edgeops.trust\n"
         "from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey"
+    ),
+    # ssl is on the agent anyway; loading the binding maps no new library.
+    "edgeops.trust + ssl": "import edgeops.trust, ssl",
+    "edgeops.trust + ssl + libcrypto binding": (
+        "import edgeops.trust, ssl\n"
+        "from edgeops.trust import ed25519_libcrypto\n"
+        "assert ed25519_libcrypto.load() is not None"
     ),
 }
 
@@ -81,20 +92,25 @@ def main() -> None:
     message = bytes(range(256)) * 4
     signature = private.sign(message)
     reference = Ed25519PublicKey.from_public_bytes(public)
+    binding = ed25519_libcrypto.load()
+    if binding is None:
+        raise SystemExit("the system libcrypto did not load: nothing to compare")
+    r_encoding = signature[:32]
+
+    def timed(verify: Callable[[], object], count: int = args.count) -> float:
+        return round(per_signature_ms(verify, count, args.rounds), 4)
 
     result = {
         "benchmark": "trust_verify",
         "message_bytes": len(message),
-        "pure_python_ms": round(
-            per_signature_ms(
-                lambda: ed25519_verify.verify(public, signature, message), args.count, args.rounds
-            ),
-            3,
+        "libcrypto": binding.path,
+        "libcrypto_ms": timed(lambda: ed25519_libcrypto.verify(public, signature, message)),
+        "pure_python_ms": timed(
+            lambda: ed25519_verify.verify(public, signature, message), max(1, args.count // 10)
         ),
-        "cryptography_ms": round(
-            per_signature_ms(lambda: reference.verify(signature, message), args.count, args.rounds),
-            3,
-        ),
+        "cryptography_path_ms": timed(lambda: keys.verify_signature(public, signature, message)),
+        "cryptography_ms": timed(lambda: reference.verify(signature, message)),
+        "r_decoding_ms": timed(lambda: ed25519_verify._decode_point(r_encoding)),
         "import": {name: import_cost(statement) for name, statement in IMPORTS.items()},
     }
     print(json.dumps(result, indent=2))
