@@ -5,9 +5,10 @@
 Prints one JSON object. In one run:
 
 * a fleet from ``init_fleet`` and its generated Mosquitto config (TLS, client certificates,
-  ACL) on a loopback port; ``--devices`` real agents in this process
-  (:class:`~edgeops.fleet.simulate.Simulator`: each with its own certificate, verifying,
-  health-checking and trialling a real LiteRT model);
+  ACL) on a loopback port; ``--devices`` real agents in ``edgeops simulate`` (one process, or
+  ``--processes K``), apart from this process, which runs only the fleet manager, as a fleet
+  runs apart from its manager (:class:`~edgeops.fleet.simulate.Simulator`: each agent with
+  its own certificate, verifying, health-checking and trialling a real LiteRT model);
 * ``rollout_s`` — :class:`~edgeops.fleet.push.Push` of a bundle of ``--bundle-mb`` (a tiny
   model plus an incompressible extra file) in one wave without health gates, from the first
   chunk published until every device reported it committed: publishing, the broker's
@@ -19,7 +20,7 @@ Prints one JSON object. In one run:
   ACL) with that device's certificate and client id, and all subscribe at once to the
   rollout's retained chunks; the time until every client has every chunk (bytes counted,
   nothing written, hashed or verified). The subscribers run in as many processes as the
-  agents (``--processes``);
+  agents (``--processes``), apart from this one;
 * ``plain_paho_plaintext_s`` — the same fan-out from an anonymous plaintext Mosquitto of the
   same binary (``benchmarks/mqtt_fanout.py``'s ``plain_paho_fanout``): what TLS costs the
   baseline;
@@ -29,21 +30,22 @@ Prints one JSON object. In one run:
   fleet size) and one directive per device;
 * ``median_s_to_phase`` — per update phase, the median over devices of the seconds from
   the push's start to the device entering it (``verifying``: its download is complete);
-* ``process_cpu_s`` — CPU seconds this process (the fleet manager and every simulated
-  device: TLS, hashing, verifying, unpacking, loading models) used during the rollout, and
-  per second of it: near 1 means one interpreter's lock, not the broker, sets the pace
-  (with ``--processes K`` the devices run in ``edgeops simulate --processes K`` children and
-  this is the fleet manager's share alone);
+* ``cpu_s`` — CPU seconds during the rollout of this process (``manager``) and of the
+  simulating processes (``devices``: every agent's TLS, hashing, verifying, unpacking, model
+  loading, telemetry and simulated requests; ``devices_per_wall_s`` near the number of
+  processes means their interpreter locks set the pace), and of the baseline's subscriber
+  processes during the baseline (``plain_subscribers``);
 * ``broker_cpu_s`` — CPU seconds Mosquitto used during the rollout and during the TLS
   baseline: near the wall time means the broker, not the clients, sets the pace;
-* ``agent_rss_mb`` — resident memory the agents added to this process, per agent, once each
-  serves the model (``agent_rss_mb_before_install``: connected, no model yet). The first
-  agent also pays for the libraries (LiteRT, numpy, OpenSSL) the process loads once.
+* ``devices_rss_mb`` — resident memory of the simulating processes once every agent serves
+  the new model (``devices_rss_mb_per_device``: divided by ``--devices``; the libraries each
+  process loads once are in it; ``benchmarks/agent_rss.py`` measures one real agent).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -128,6 +130,46 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (``edgeops simulate --processes K`` runs K children)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(parents.get(current, []))
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """:func:`cpu_seconds` summed over :func:`process_tree`."""
+    total = 0.0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):  # ended meanwhile
+            total += cpu_seconds(member)
+    return total
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of :func:`process_tree`, in MB (``VmRSS`` summed)."""
+    total_kb = 0
+    for member in process_tree(pid):
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total_kb += int(line.split()[1])
+    return total_kb / 1024
+
+
 def _tls_subscribers(
     broker_url: str,
     fleet_name: str,
@@ -140,7 +182,8 @@ def _tls_subscribers(
 ) -> None:
     """One process's share of :func:`tls_paho_fanout`: connect a plain paho client per
     device, wait at ``barrier`` for every process, subscribe, and put the monotonic time at
-    which the last of them had every chunk on ``results``."""
+    which the last of them had every chunk, and the CPU seconds used meanwhile, on
+    ``results``."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -174,10 +217,13 @@ def _tls_subscribers(
             if not ready.wait(10):
                 raise SystemExit(f"plain subscriber {config.device_id} did not connect")
         barrier.wait(timeout)
+        cpu_before = os.times()
         for client in clients:
             client.subscribe(bundle_chunk_filter(fleet_name, digest), qos=1)
         counts.wait_all(timeout, "TLS fan-out")
-        results.put(time.monotonic())
+        cpu_after = os.times()
+        cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+        results.put((time.monotonic(), cpu))
     finally:
         for client in clients:
             client.disconnect()
@@ -192,9 +238,10 @@ def tls_paho_fanout(
     *,
     processes: int = 1,
     timeout: float = 300,
-) -> float:
+) -> tuple[float, float]:
     """Seconds until one plain paho client per device (its own certificate and client id,
-    through the fleet broker's TLS listener and ACL) has every retained chunk of ``digest``.
+    through the fleet broker's TLS listener and ACL) has every retained chunk of ``digest``,
+    and the CPU seconds the subscribing processes used meanwhile.
 
     The clients are spread over ``processes`` processes, as the agents are, so that the
     baseline is not held back by one interpreter's lock where the agents are not.
@@ -231,7 +278,7 @@ def tls_paho_fanout(
             worker.join(30)
             if worker.is_alive():
                 worker.kill()
-    return float(max(finished) - started)
+    return float(max(end for end, _ in finished) - started), sum(cpu for _, cpu in finished)
 
 
 def wait_online(fleet: FleetDir, count: int, *, timeout: float) -> None:
@@ -279,20 +326,10 @@ def main() -> None:
         "fsync every state change, and N simulated devices share one disk where real ones "
         "have one each).",
     )
-    parser.add_argument(
-        "--switch-interval-ms",
-        type=float,
-        default=None,
-        help="sys.setswitchinterval for this process (Python's default is 5 ms): N devices "
-        "share one interpreter lock here, where real ones each have their own CPU.",
-    )
     args = parser.parse_args()
-    if args.switch_interval_ms is not None:
-        sys.setswitchinterval(args.switch_interval_ms / 1000.0)
 
     folder = Path(tempfile.mkdtemp(prefix="edgeops-bench-rollout-", dir=args.tmp))
     broker: subprocess.Popen[bytes] | None = None
-    sim: Simulator | None = None
     children: subprocess.Popen[bytes] | None = None
     try:
         port = free_port()
@@ -314,7 +351,7 @@ def main() -> None:
         bundle = build_bundle(fleet, folder, args.bundle_mb)
 
         started = time.perf_counter()
-        sim = Simulator(
+        sim = Simulator(  # enrolls here; edgeops simulate runs the enrolled devices
             fleet.path,
             devices=args.devices,
             board="generic-x86_64",
@@ -325,24 +362,20 @@ def main() -> None:
         sim.enroll()
         enroll_s = time.perf_counter() - started
         ids = list(sim.devices)
-        if args.processes > 1:
-            # The devices in their own processes (edgeops simulate --processes): this one
-            # only runs the fleet manager.
-            children = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "edgeops", "simulate", "--fleet", str(fleet.path)),
-                    *("--devices", str(args.devices), "--processes", str(args.processes)),
-                    *("--board", "generic-x86_64", "--telemetry-interval", "5"),
-                    *("--trial-window", str(args.trial_window_s), "--request-interval", "0.5"),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            sim = None
-            wait_online(fleet, args.devices, timeout=180)
-        else:
-            sim.start()
-            sim.wait_connected(timeout=120)
+        # The devices run in their own processes (edgeops simulate), as the baseline's plain
+        # subscribers do and as a fleet runs apart from its manager: this one only runs the
+        # fleet manager, so neither side's threads queue for the other's interpreter lock.
+        children = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "edgeops", "simulate", "--fleet", str(fleet.path)),
+                *("--devices", str(args.devices), "--processes", str(args.processes)),
+                *("--board", "generic-x86_64", "--telemetry-interval", "5"),
+                *("--trial-window", str(args.trial_window_s), "--request-interval", "0.5"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_online(fleet, args.devices, timeout=180)
         start_s = time.perf_counter() - started - enroll_s
 
         policy = RolloutPolicy(
@@ -357,6 +390,7 @@ def main() -> None:
         ) as push:
             digest = push.verify().sha256
             broker_cpu_before = cpu_seconds(broker.pid)
+            devices_cpu_before = tree_cpu_seconds(children.pid)
             began = time.perf_counter()
             began_wall = time.time()
             cpu_before = os.times()
@@ -365,26 +399,21 @@ def main() -> None:
             result = push.run()
             rollout_s = time.perf_counter() - began
             broker_rollout_cpu_s = cpu_seconds(broker.pid) - broker_cpu_before
+            devices_cpu_s = tree_cpu_seconds(children.pid) - devices_cpu_before
             cpu_after = os.times()
         cpu_s = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
         if not result.succeeded:
             raise SystemExit(f"rollout did not succeed: {result.reason}")
         committed = result.waves[0]["counts"]["committed"]
         phases = phase_medians(fleet.path, ids, since=began_wall)
-        idle_rss_mb = rss_mb = None
-        if sim is not None:
-            idle_rss_mb = round(sim.rss_per_agent_bytes / 2**20, 2)
-            time.sleep(2.0)  # a few inference requests and a telemetry sample on the new model
-            rss_mb = round(sim.measure_rss() / 2**20, 2)
-            sim.stop()
-            sim = None
-        if children is not None:
-            children.send_signal(signal.SIGTERM)
-            children.wait(120)
-            children = None
+        time.sleep(2.0)  # a few inference requests and a telemetry sample on the new model
+        rss_mb = tree_rss_mb(children.pid)
+        children.send_signal(signal.SIGTERM)
+        children.wait(120)
+        children = None
         device_dirs = [fleet.path / "simulator" / device_id for device_id in ids]
         broker_cpu_before = cpu_seconds(broker.pid)
-        plain_s = tls_paho_fanout(
+        plain_s, plain_cpu_s = tls_paho_fanout(
             fleet,
             device_dirs,
             digest,
@@ -404,8 +433,6 @@ def main() -> None:
             publisher.close()
             plaintext_s = plain_paho_fanout(plain, meta.digest, meta.chunk_count, args.devices)
     finally:
-        if sim is not None:
-            sim.stop()
         if children is not None:
             children.send_signal(signal.SIGTERM)
             children.wait(120)
@@ -419,22 +446,25 @@ def main() -> None:
             {
                 "devices": args.devices,
                 "state_on": str(args.tmp or tempfile.gettempdir()),
-                "switch_interval_ms": round(sys.getswitchinterval() * 1000, 3),
                 "bundle_bytes": len(data),
                 "chunk_size": meta.chunk_size,
                 "chunks": meta.chunk_count,
                 "enroll_s": round(enroll_s, 2),
                 "agents_start_s": round(start_s, 2),
                 "processes": args.processes,
-                "agent_rss_mb_before_install": idle_rss_mb,
-                "agent_rss_mb": rss_mb,
+                "devices_rss_mb": round(rss_mb, 1),
+                "devices_rss_mb_per_device": round(rss_mb / args.devices, 2),
                 "push_prepare_s": round(prepared, 3),
                 "rollout_s": round(rollout_s, 3),
                 "committed": committed,
                 "trial_window_s": args.trial_window_s,
                 "median_s_to_phase": phases,
-                "process_cpu_s": round(cpu_s, 2),
-                "process_cpu_per_wall_s": round(cpu_s / rollout_s, 2),
+                "cpu_s": {
+                    "manager": round(cpu_s, 2),
+                    "devices": round(devices_cpu_s, 2),
+                    "devices_per_wall_s": round(devices_cpu_s / rollout_s, 2),
+                    "plain_subscribers": round(plain_cpu_s, 2),
+                },
                 "broker_cpu_s": {
                     "rollout": round(broker_rollout_cpu_s, 2),
                     "plain": round(broker_plain_cpu_s, 2),
