@@ -75,9 +75,29 @@ def mappings_of(path: Path, maps_text: str) -> list[Mapping]:
     device = (os.major(info.st_dev), os.minor(info.st_dev))
     return [
         m
-        for m in parse_maps(maps_text)
+        for m in parse_maps(_lines_with(maps_text, f" {info.st_ino}"))
         if m.inode == info.st_ino and m.device == device and not m.writable
     ]
+
+
+def _lines_with(text: str, token: str) -> str:
+    """The lines of ``text`` in which ``token`` is followed by whitespace or the end.
+
+    A process that runs many agents (the simulator) maps thousands of files; finding the
+    few candidate lines first keeps a model load from parsing all of them (10 ms for the
+    2,300 lines of 200 simulated agents, against well under 1 ms).
+    """
+    found: list[str] = []
+    at = text.find(token)
+    while at != -1:
+        after = at + len(token)
+        line_start = text.rfind("\n", 0, at) + 1
+        line_end = text.find("\n", after)
+        line_end = len(text) if line_end == -1 else line_end
+        if after == len(text) or text[after].isspace():
+            found.append(text[line_start:line_end])
+        at = text.find(token, line_end)
+    return "\n".join(found)
 
 
 def page_out_file(path: Path) -> int:

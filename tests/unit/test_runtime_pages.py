@@ -36,6 +36,41 @@ def test_parse_maps_keeps_file_mappings_with_device_and_inode() -> None:
     assert parse_maps("garbage\n7f-80 r--p 0 08:01\n") == []
 
 
+def test_mappings_of_matches_the_whole_inode_among_many_lines(tmp_path: Path) -> None:
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"x")
+    info = os.stat(path)
+    dev = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}"
+    ino = info.st_ino
+    noise = [
+        # The inode's digits inside a longer inode, in an address and in a path: no match.
+        f"7f0000000000-7f0000001000 r--p 00000000 {dev} {ino}9   /lib/other.so",
+        f"7f0000001000-7f0000002000 r--p 00000000 {dev} 9{ino}   /lib/{ino} .so",
+        f"7f{ino % 10**6:06d}00-7f{ino % 10**6:06d}ff r--p 00000000 {dev} 77 /lib/x.so",
+    ] * 1000
+    wanted = f"7f46f0600000-7f46f091c000 r--s 00000000 {dev} {ino}    {path}"
+    writable = f"7f46f2000000-7f46f2001000 rw-s 00000000 {dev} {ino}    {path}"
+    # The last line has no newline after it, and no path: still found.
+    text = "\n".join([*noise, wanted, *noise, writable, f"7f5-7f6 r--s 00000000 {dev} {ino}"])
+    assert mappings_of(path, text) == [
+        Mapping(
+            start=0x7F46F0600000,
+            end=0x7F46F091C000,
+            writable=False,
+            device=(os.major(info.st_dev), os.minor(info.st_dev)),
+            inode=ino,
+        ),
+        Mapping(
+            start=0x7F5,
+            end=0x7F6,
+            writable=False,
+            device=(os.major(info.st_dev), os.minor(info.st_dev)),
+            inode=ino,
+        ),
+    ]
+    assert mappings_of(path, "\n".join(noise)) == []
+
+
 def mapped_rss_kb(path: Path) -> int:
     """Rss of ``path``'s mappings in this process, from /proc/self/smaps."""
     info = os.stat(path)
