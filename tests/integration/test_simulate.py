@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from edgeops.cli.simulate import DEFAULT_SWITCH_INTERVAL_MS
 from edgeops.fleet.push import Push
 from edgeops.fleet.registry import open_registry
 from edgeops.fleet.rollout import RolloutPolicy
@@ -88,6 +89,9 @@ def test_the_command_enrolls_once_and_runs_until_its_duration(rig):
     assert first.returncode == 0, first.stderr
     summary = json.loads(first.stdout)
     assert (summary["devices"], summary["running"], len(summary["offline"])) == (3, 2, 1)
+    # Hundreds of agents' threads share this interpreter: the process takes the longer
+    # switch interval (the parent of this test keeps Python's default).
+    assert summary["switch_interval_ms"] == DEFAULT_SWITCH_INTERVAL_MS
     cert = (rig.root / "simulator" / "sim-000" / "tls" / "device.crt").read_bytes()
     second = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert second.returncode == 0, second.stderr
@@ -103,6 +107,7 @@ def test_the_command_enrolls_once_and_runs_until_its_duration(rig):
 def test_processes_split_the_devices_into_slices(rig):
     command = [sys.executable, "-m", "edgeops", "simulate", "--fleet", str(rig.root)]
     command += ["--devices", "4", "--processes", "2", "--duration", "1.5", "--json"]
+    command += ["--switch-interval-ms", "20"]
     run = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
     assert run.returncode == 0, run.stderr
     decoder = json.JSONDecoder()
@@ -112,6 +117,7 @@ def test_processes_split_the_devices_into_slices(rig):
         summaries.append(summary)
         text = text[end:].strip()
     assert sorted(s["running"] for s in summaries) == [2, 2]
+    assert [s["switch_interval_ms"] for s in summaries] == [20.0, 20.0]
     store = open_registry(rig.root)
     try:
         devices = store.list_devices(group="sim")
@@ -139,3 +145,13 @@ def test_processes_split_the_devices_into_slices(rig):
         link.close()
     assert sorted(states) == [f"sim-{i:03d}" for i in range(4)]
     assert not any(state.online for state in states.values())
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "5000"])
+def test_a_switch_interval_out_of_range_is_refused_in_one_line(rig, value):
+    command = [sys.executable, "-m", "edgeops", "simulate", "--fleet", str(rig.root)]
+    command += ["--devices", "1", "--duration", "1", "--switch-interval-ms", value]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 1
+    assert run.stderr.strip().count("\n") == 0
+    assert "--switch-interval-ms: expected 0 to 1000" in run.stderr
