@@ -20,6 +20,7 @@ bounded number of times.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
@@ -319,9 +320,11 @@ class BundleFetcher:
         with self._lock:
             if self._done.is_set() or self._wildcard is not None:
                 return
-            wanted = [i for i in self._assembler.missing() if i not in self._subscribed]
-            room = self._window - len(self._subscribed)
-            chosen = wanted[: max(room, 0)]
+            # The first missing chunks not asked for yet, found without listing every missing
+            # one: this runs after each chunk, so a full list made fetches quadratic.
+            room = max(self._window - len(self._subscribed), 0)
+            wanted = (i for i in self._assembler.iter_missing() if i not in self._subscribed)
+            chosen = list(itertools.islice(wanted, room))
             self._subscribed.update(chosen)
         for index in chosen:
             self._link.subscribe(

@@ -204,9 +204,16 @@ class ChunkAssembler:
 
     def missing(self) -> list[int]:
         """Indexes not yet received, ascending (empty before the meta is known: see meta)."""
+        return list(self.iter_missing())
+
+    def iter_missing(self) -> Iterator[int]:
+        """:meth:`missing`, one at a time: a caller that wants the first few stops early."""
         if self._meta is None:
-            return []
-        return [i for i in range(self._meta.chunk_count) if i not in self._received]
+            return
+        # Every chunk below the whole-bundle hash's position has been received.
+        for index in range(self._hashed, self._meta.chunk_count):
+            if index not in self._received:
+                yield index
 
     @property
     def received(self) -> int:

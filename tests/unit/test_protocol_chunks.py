@@ -82,6 +82,20 @@ def test_a_corrupt_chunk_is_refused_and_stays_missing_alone():
     assembler.finish()
 
 
+@settings(max_examples=40)
+@given(order=st.permutations(range(12)), stop=st.integers(0, 12))
+def test_missing_lists_exactly_the_chunks_not_received_in_any_order(order, stop):
+    assembler, chunks, _ = _ready(_bundle(12 * KIB))
+    received = order[:stop]
+    for index in received:
+        assembler.add(index, chunks[index])
+    expected = [i for i in range(12) if i not in received]
+    assert assembler.missing() == expected
+    assert list(assembler.iter_missing()) == expected
+    # Lazily: the first one alone, without the rest being listed.
+    assert next(assembler.iter_missing(), None) == (expected[0] if expected else None)
+
+
 def test_meta_that_disagrees_with_the_signed_directive_is_refused():
     data = _bundle(3 * KIB)
     meta, _ = split_chunks(data, KIB)
