@@ -3,6 +3,7 @@ manifests and deployment directives, and the I/O-free verification core.
 
 * :mod:`edgeops.trust.keys` — :class:`SigningKey`, key ids.
 * :mod:`edgeops.trust.ed25519_verify` — Ed25519 verification (RFC 8032), pure Python.
+* :mod:`edgeops.trust.ed25519_libcrypto` — the same through the system libcrypto ``ssl`` maps.
 * :mod:`edgeops.trust.canonical` — the bytes a signature covers; a strict JSON parser.
 * :mod:`edgeops.trust.envelope` — ``{"signed", "signatures"}`` and role thresholds.
 * :mod:`edgeops.trust.metadata` — :class:`Root`, :class:`Manifest`, :class:`Directive`.
@@ -11,8 +12,9 @@ manifests and deployment directives, and the I/O-free verification core.
 
 The format is our own rather than python-tuf's Metadata API;
 ``docs/decisions/0002-signed-metadata.md`` has the reasons and the measured cost. Signing
-uses ``cryptography``; verification (:mod:`edgeops.trust.ed25519_verify`) is pure Python, so
-a device never loads it (``docs/decisions/0006-agent-signature-verification.md``).
+uses ``cryptography``; a device verifies without it, through the system libcrypto that
+``ssl`` already loads for TLS, or in pure Python where that library cannot be used
+(``docs/decisions/0006-agent-signature-verification.md``).
 """
 
 from __future__ import annotations
