@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from edgeops.errors import ConfigError, StateError
 
@@ -52,7 +52,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_R = TypeVar("_R")  # a device report: a state or an event message
+
 DEFAULT_TICK_S = 0.25
+#: After a device report wakes the loop, how long it waits for the rest of a burst (a wave's
+#: devices committing together) to go into the same tick.
+REPORT_BATCH_S = 0.02
 DEFAULT_LEASE_S = 6.0
 
 
@@ -194,6 +199,7 @@ class Push:
         self.chunk_publishes = 0
         self._sink: _CountingSink | None = None
         self._started = 0.0
+        self._reported = threading.Event()
 
     # ------------------------------------------------------------------ steps
 
@@ -272,8 +278,8 @@ class Push:
         self.rollout_id = runner.controller.rollout_id
         if existing is None:
             self._claim(self.rollout_id, wait_s=0.0)
-        ingest.on_state = runner.on_state
-        ingest.on_event = runner.on_event
+        ingest.on_state = self._waking(runner.on_state)
+        ingest.on_event = self._waking(runner.on_event)
         ingest.on_telemetry = runner.on_telemetry
         self.runner = runner
         self._replay_states(store, runner, verified)
@@ -292,7 +298,13 @@ class Push:
             self.ingest.flush_due()
             if self.on_tick is not None:
                 self.on_tick(runner)
-            time.sleep(self.tick_s)
+            if runner.status.finished:  # not runner.finished: the loop's test narrows it
+                break
+            # A device's report ends the wait: the last commit of a wave is acted on at once,
+            # not at the next tick. Telemetry does not wake it; the gates read it at their time.
+            if self._reported.wait(self.tick_s):
+                time.sleep(REPORT_BATCH_S)
+            self._reported.clear()
         self.ingest.flush()
         return self.result()
 
@@ -389,6 +401,13 @@ class Push:
                     f"`edgeops rollout status {rollout_id}`"
                 )
             time.sleep(0.5)
+
+    def _waking(self, callback: Callable[[str, _R], None]) -> Callable[[str, _R], None]:
+        def call(device_id: str, message: _R) -> None:
+            callback(device_id, message)
+            self._reported.set()
+
+        return call
 
     def _replay_states(
         self, store: RegistryStore, runner: RolloutRunner, verified: VerifiedBundle

@@ -155,3 +155,38 @@ def test_a_switch_interval_out_of_range_is_refused_in_one_line(rig, value):
     assert run.returncode == 1
     assert run.stderr.strip().count("\n") == 0
     assert "--switch-interval-ms: expected 0 to 1000" in run.stderr
+
+
+def test_a_push_acts_on_the_last_report_at_once_not_at_its_next_tick(rig):
+    sim = rig.simulator()
+    try:
+        # No health gates: they read telemetry, which is left to the ticks.
+        policy = RolloutPolicy(
+            waves=(100.0,),
+            soak_s=0.0,
+            wave_timeout_s=60.0,
+            max_error_rate_percent=None,
+            max_p95_regression_percent=None,
+        )
+        ticks: list[float] = []
+        with Push(
+            rig.root,
+            rig.bundles[0],
+            group=GROUP,
+            policy=policy,
+            tick_s=30.0,
+            on_tick=lambda runner: ticks.append(time.monotonic()),
+        ) as push:
+            began = time.monotonic()
+            result = push.run()
+            took = time.monotonic() - began
+        assert result.succeeded, result.reason
+        assert result.waves[0]["counts"]["committed"] == len(sim.agents)
+        # The first tick sends the directives; without a wake-up on the devices' reports the
+        # next would come 30 s later. Updating and a 1 s trial take a few seconds here.
+        assert len(ticks) >= 2
+        assert took < 20.0, (took, [t - began for t in ticks])
+        # Nor does it wait out a tick once the rollout is over.
+        assert took - (ticks[-1] - began) < 1.0
+    finally:
+        sim.stop()
