@@ -607,6 +607,20 @@ class RolloutController:
     def device_phase(self, device_id: str) -> DevicePhase:
         return self._devices[device_id].phase
 
+    def step_due(self, device_id: str) -> bool:
+        """Whether ``device_id``'s latest report lets a :meth:`step` move the rollout on:
+        the device failed (the gate may trip), or it was the last of the current wave to
+        settle (the wave's install phase can end)."""
+        record = self._devices.get(device_id)
+        if record is None or self.status.finished or not record.phase.settled:
+            return False
+        if record.phase.failure:
+            return True
+        wave = self._waves[self.current]
+        return wave.stage is WaveStage.INSTALLING and all(
+            self._devices[d].phase.settled for d in wave.plan.devices
+        )
+
     def device_phases(self) -> dict[str, DevicePhase]:
         return {device_id: record.phase for device_id, record in self._devices.items()}
 

@@ -222,6 +222,12 @@ class RolloutRunner:
                 self.store.mark_request_handled(request.request_id, now=now)
             return actions
 
+    def step_due(self, device_id: str) -> bool:
+        """:meth:`RolloutController.step_due` under the runner's lock: call it after feeding
+        a device's report, to tick early only when that report can change the outcome."""
+        with self._lock:
+            return self.controller.step_due(device_id)
+
     @property
     def finished(self) -> bool:
         return self.controller.status.finished

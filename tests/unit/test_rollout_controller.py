@@ -131,6 +131,23 @@ def test_canary_passes_then_every_wave_completes():
     assert all(p is DevicePhase.COMMITTED for p in ctl.device_phases().values())
 
 
+def test_a_step_is_due_on_a_failure_or_on_the_last_commit_of_the_wave():
+    ctl = make(10, canary_count=None, waves=(30.0, 100.0))
+    wave = installs(ctl.step(now=0.0))
+    assert wave == ["dev-000", "dev-001", "dev-002"]
+    first, second, third = wave
+    ctl.on_event(first, "downloading", now=1.0, bundle=NEW)
+    assert not ctl.step_due(first)  # progress alone changes nothing
+    ctl.on_event(first, "committed", now=2.0, bundle=NEW)
+    assert not ctl.step_due(first)  # two more to settle
+    ctl.on_event(second, "failed", now=2.0, bundle=NEW, reason="bad")
+    assert ctl.step_due(second)  # the failure gate may trip
+    ctl.on_event(third, "committed", now=3.0, bundle=NEW)
+    assert ctl.step_due(third)  # the wave's install phase can end
+    assert not ctl.step_due("dev-009")  # not in this wave, nothing heard
+    assert not ctl.step_due("no-such-device")
+
+
 def test_soak_holds_the_next_wave_until_it_has_elapsed():
     ctl = make(10, soak_s=300.0)
     ctl.step(now=0.0)
