@@ -9,8 +9,7 @@ import sys
 from collections.abc import Callable
 
 import pytest
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +17,8 @@ from hypothesis import strategies as st
 from edgeops.errors import SignatureError
 from edgeops.trust import ed25519_libcrypto, ed25519_verify, keys
 from edgeops.trust.ed25519_verify import L, P
+
+from .test_trust_ed25519_verify import _flip, _reference
 
 Verifier = Callable[[bytes, bytes, bytes], bool]
 
@@ -98,21 +99,6 @@ BACKENDS: dict[str, Verifier] = {
 
 def _verdicts(public: bytes, signature: bytes, message: bytes) -> dict[str, bool]:
     return {name: verify(public, signature, message) for name, verify in BACKENDS.items()}
-
-
-def _reference(public: bytes, signature: bytes, message: bytes) -> bool:
-    """``cryptography``'s own verdict, without our decoding checks."""
-    try:
-        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
-    except (InvalidSignature, ValueError):
-        return False
-    return True
-
-
-def _flip(data: bytes, bit: int) -> bytes:
-    out = bytearray(data)
-    out[bit // 8] ^= 1 << (bit % 8)
-    return bytes(out)
 
 
 def test_the_system_libcrypto_is_the_one_ssl_maps():
