@@ -17,11 +17,10 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from edgeops.broker import find_mosquitto, free_port, wait_for_port
+from edgeops.broker import free_port
 from edgeops.errors import TransportError
 from edgeops.fleet.broker_config import BrokerFiles, enroll_device, render_acl, write_broker_config
 from edgeops.fleet.ca import issue_certificate
@@ -32,6 +31,9 @@ from edgeops.mqtt import Link, Message, MqttSettings, PahoLink
 from edgeops.mqtt.settings import TlsSettings
 from edgeops.protocol import state_topic
 from edgeops.protocol.topics import group_directive_topic
+
+from .test_broker_acl_rollout import Broker as Mosquitto
+from .test_fleet_serve_broker import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -52,19 +54,11 @@ class Broker:
         (root / "tls" / "cam-a.crt").write_bytes(cert)
         if before_start is not None:
             before_start(self.fleet)
-        binary = find_mosquitto()
-        assert binary, "mosquitto is not installed"
-        self.log = root.parent / "broker.log"
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [binary, "-c", str(BrokerFiles.of(root).config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        if not wait_for_port("127.0.0.1", self.port, 10):
-            self.stop()
-            raise AssertionError(self.log.read_text())
         self.links: list[Link] = []
+        self.mosquitto = Mosquitto(
+            BrokerFiles.of(root).config, self.port, root.parent / "broker.log"
+        )
+        self.mosquitto.start()
 
     def keep(self, link: Link) -> Link:
         self.links.append(link)
@@ -87,9 +81,7 @@ class Broker:
     def stop(self) -> None:
         for link in self.links:
             link.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
+        self.mosquitto.stop()
 
 
 @pytest.fixture
@@ -124,16 +116,6 @@ class Watch:
             if message.topic == topic and message.payload == payload:
                 return out
         raise AssertionError(f"{payload!r} on {topic} never came; got {out}")
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def serve(fleet: FleetDir) -> FleetService:
