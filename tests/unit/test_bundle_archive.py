@@ -348,22 +348,28 @@ def test_arbitrary_bytes_raise_only_edgeops_errors(tmp_path, data, prefix_blocks
             call()
 
 
-@settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(st.integers(min_value=0), st.integers(0, 255))
-def test_flipped_byte_in_valid_bundle(tmp_path, position, value):
-    valid = tmp_path / "valid2.bundle"
+def _with_byte_set(valid: Path, position: int, value: int) -> tuple[Path, Path, int]:
+    """``valid`` (built once per test), and a copy beside it with the byte at ``position``
+    (modulo its size) set to ``value``; returns both paths and the byte it replaced."""
     if not valid.exists():
         build(valid, _FLEET)
     raw = bytearray(valid.read_bytes())
     original = raw[position % len(raw)]
     raw[position % len(raw)] = value
-    path = tmp_path / "flip.bundle"
+    path = valid.parent / "flip.bundle"
     path.write_bytes(bytes(raw))
+    return valid, path, original
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.integers(min_value=0), st.integers(0, 255))
+def test_flipped_byte_in_valid_bundle(tmp_path, position, value):
+    valid, path, original = _with_byte_set(tmp_path / "valid2.bundle", position, value)
     ref = BundleRef(
         sha256=hashlib.sha256(valid.read_bytes()).hexdigest(),
-        size=len(raw),
+        size=valid.stat().st_size,
         name="detector",
         version="1.0.0",
         release=1,
@@ -575,14 +581,7 @@ def test_digest_checked_still_compares_the_size(tmp_path, fleet, bundle):
 )
 @given(st.integers(min_value=0), st.integers(0, 255))
 def test_flipped_byte_one_pass(tmp_path, position, value):
-    valid = tmp_path / "valid3.bundle"
-    if not valid.exists():
-        build(valid, _FLEET)
-    raw = bytearray(valid.read_bytes())
-    original = raw[position % len(raw)]
-    raw[position % len(raw)] = value
-    path = tmp_path / "flip.bundle"
-    path.write_bytes(bytes(raw))
+    valid, path, original = _with_byte_set(tmp_path / "valid3.bundle", position, value)
     ref = verify_bundle(valid, _TRUSTED).ref()
     dest = tmp_path / "out"
     shutil.rmtree(dest, ignore_errors=True)
