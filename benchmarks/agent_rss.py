@@ -132,21 +132,13 @@ def serve_requests(url: str, model: Path, count: int) -> list[float]:
     import http.client
     import urllib.parse
 
-    import numpy as np
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from agent_api_overhead import random_inputs
 
     from edgeops.agent.runtimes import load_model
     from edgeops.agent.serving import HEADER_LENGTH, decode_response, encode_request
 
-    rng = np.random.default_rng(0)
-    inputs = {}
-    for spec in load_model(model).inputs:
-        shape = tuple(1 if dim == -1 else dim for dim in spec.shape)
-        dtype = np.dtype(spec.dtype)
-        if dtype.kind in "ui":
-            info = np.iinfo(dtype)
-            inputs[spec.name] = rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
-        else:
-            inputs[spec.name] = rng.random(shape).astype(dtype)
+    inputs = random_inputs(load_model(model).inputs)
     address = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(address.hostname or "", address.port, timeout=60)
     latencies: list[float] = []
