@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -134,7 +135,7 @@ class Rig:
         assert result.succeeded, result.reason
         assert all(sim.running_bundle(d) == self.v1 for d in IDS)
 
-    def push(self, *extra: str, release: int = 2) -> tuple[int, dict[str, object]]:
+    def push(self, *extra: str, release: int = 2) -> tuple[int, dict[str, Any]]:
         bundle = self.bundles[release - 1]
         result = CliRunner().invoke(
             app,
@@ -201,18 +202,25 @@ def test_canary_then_waves_commit_every_device(rig):
         sim.stop()
 
 
+def push_aborted_at_the_canary(rig: Rig, sim: Simulator) -> dict[str, Any]:
+    """Every device on release 1, then a push of release 2 that the canary's failure aborts
+    before any other wave starts; returns the push's JSON result."""
+    rig.baseline(sim)
+    code, result = rig.push()
+    assert code == 1, result
+    assert result["status"] == "aborted"
+    assert "canary" in result["reason"]
+    assert [w["stage"] for w in result["waves"]] == ["failed", "not_started", "not_started"]
+    return result
+
+
 def test_canary_failing_its_health_check_aborts_before_anyone_else_gets_the_bundle(rig):
     # Every device computes wrong outputs with release 2: the canary's health check (the
     # bundle's own test vectors) fails on the device, which keeps serving release 1.
     sim = rig.simulator(fail_rate=1.0)
     try:
-        rig.baseline(sim)
-        code, result = rig.push()
-        assert code == 1, result
-        assert result["status"] == "aborted"
-        assert "canary" in result["reason"]
+        result = push_aborted_at_the_canary(rig, sim)
         assert "failed" in result["reason"]
-        assert [w["stage"] for w in result["waves"]] == ["failed", "not_started", "not_started"]
         assert sim.running_bundle("sim-000") == rig.v1
         assert sim.agents["sim-000"].state.records["device"].outcome.value == "failed"
         time.sleep(0.5)
@@ -228,12 +236,7 @@ def test_a_canary_failing_live_requests_in_its_trial_rolls_itself_back_and_abort
     # request once it serves them: the agent's trial rolls it back on its own.
     sim = rig.simulator(trial_faulty_devices=["sim-000"])
     try:
-        rig.baseline(sim)
-        code, result = rig.push()
-        assert code == 1, result
-        assert result["status"] == "aborted"
-        assert "canary" in result["reason"]
-        assert [w["stage"] for w in result["waves"]] == ["failed", "not_started", "not_started"]
+        push_aborted_at_the_canary(rig, sim)
         assert wait_for(lambda: sim.running_bundle("sim-000") == rig.v1)
         record = sim.agents["sim-000"].state.records["device"]
         assert record.outcome.value == "failed"
