@@ -158,16 +158,9 @@ def tree_cpu_seconds(pid: int) -> float:
 
 def tree_rss_mb(pid: int) -> float:
     """Resident memory of :func:`process_tree`, in MB (``VmRSS`` summed)."""
-    total_kb = 0
-    for member in process_tree(pid):
-        try:
-            status = Path(f"/proc/{member}/status").read_text()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                total_kb += int(line.split()[1])
-    return total_kb / 1024
+    from edgeops.agent.telemetry.system import read_rss_bytes
+
+    return sum(read_rss_bytes(pid=str(member)) or 0 for member in process_tree(pid)) / 2**20
 
 
 def _tls_subscribers(

@@ -124,13 +124,9 @@ class SimulatedDevice:
 
 
 def _rss_bytes() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    from edgeops.agent.telemetry.system import read_rss_bytes
+
+    return read_rss_bytes() or 0
 
 
 def _pick(
