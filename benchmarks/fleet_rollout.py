@@ -64,6 +64,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from agent_rss import cpu_seconds
 from mqtt_fanout import ChunkCounts, _broker_config, plain_paho_fanout
 
 from edgeops.agent.runtimes.testing import tflite_add_model
@@ -122,12 +123,6 @@ def phase_medians(fleet_dir: Path, devices: list[str], *, since: float) -> dict[
     finally:
         store.close()
     return {state: round(statistics.median(v), 2) for state, v in sorted(firsts.items())}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (``/proc/<pid>/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def process_tree(pid: int) -> list[int]:
