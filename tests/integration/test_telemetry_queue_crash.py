@@ -79,15 +79,21 @@ import sys
 from pathlib import Path
 from edgeops.agent.telemetry import DiskQueue
 
+def say(line):
+    # One write per line: the kill may come between two writes, never inside one (a pipe
+    # write this small is atomic), so every line the test reads is whole.
+    sys.stdout.write(line + "\\n")
+    sys.stdout.flush()
+
 queue = DiskQueue(Path(sys.argv[1]))
 i = 0
 while True:
     seq = queue.append(f"{i}:".encode() + bytes([i % 251]) * 20_000)
-    print("appended", seq, flush=True)
+    say(f"appended {seq}")
     if i % 3:  # a connected device: most entries are acknowledged at once
-        print("acking", seq, flush=True)
+        say(f"acking {seq}")
         queue.ack(seq)
-        print("acked", seq, flush=True)
+        say(f"acked {seq}")
     i += 1
 """
 
